@@ -1,0 +1,69 @@
+//! Configuration: one struct, parsed once from flags and environment variables
+//! (a flag is the variable's name in kebab-case), passed down explicitly.
+//! Invalid values stop the server at start-up with one clear line.
+
+use std::net::IpAddr;
+
+use clap::{Parser, ValueEnum};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for log shippers.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// Everything an operator can set. Names are fixed by DESIGN.md.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "synckairos", version, about = "Real-time timer/session server")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Port for HTTP and WebSocket.
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+
+    /// Redis URL (`redis://`, `rediss://`). Unset: the embedded in-process backend.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// PostgreSQL URL for the audit trail. Unset: audit off.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Sessions are forgotten this long after their last write.
+    #[arg(long, env = "SESSION_TTL_SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub session_ttl_seconds: u64,
+
+    /// Number of Redis key buckets; fixed per deployment.
+    #[arg(long, env = "BUCKETS", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..=16_384))]
+    pub buckets: u16,
+
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 262_144,
+          value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
+    pub max_body_bytes: u64,
+
+    /// Comma-separated origins allowed by CORS (`*` for any). Unset: no CORS headers.
+    #[arg(long, env = "CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+
+    /// `json` or `pretty`. Verbosity comes from `RUST_LOG` (default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The defaults, as if started with no flags and an empty environment
+    /// (tests start from this and override what they need).
+    pub fn defaults() -> Self {
+        // Parsing no arguments cannot fail: every field has a default or is optional.
+        Self::try_parse_from(["synckairos"]).unwrap_or_else(|e| panic!("default configuration is invalid: {e}"))
+    }
+}

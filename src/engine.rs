@@ -1,0 +1,275 @@
+//! The single write path. Every change of a session, a client command or a
+//! server timeout alike, goes: read → pure transition ([`domain::decide`]) →
+//! one atomic compare-and-set on the version read, which also moves the
+//! deadline index, appends the audit events and publishes the update.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::audit::AuditEvent;
+use crate::clock::Clock;
+use crate::domain::{
+    self, ActionOnTimeout, Command, DomainError, EventKind, NewSession, ParticipantId, Session,
+    SessionId, Timestamp, Transition,
+};
+use crate::store::{Store, StoreError, Write};
+
+/// How often a timeout is retried after losing a compare-and-set: each loss
+/// means another write landed, and every write settles due timeouts, so a
+/// second attempt almost always finds nothing left to do.
+const TIMEOUT_ATTEMPTS: usize = 5;
+
+/// Why the engine refused or failed a request.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("Session {0} not found")]
+    NotFound(SessionId),
+    #[error("Session {0} already exists")]
+    Exists(SessionId),
+    /// Another write landed between our read and our compare-and-set.
+    #[error("Session was modified concurrently (expected version {expected}, found {actual})")]
+    Conflict { expected: u64, actual: u64 },
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// A session state together with the server time its derived fields are computed at.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub session: Session,
+    pub at: Timestamp,
+}
+
+/// A timeout that a write applied, for the TIMEOUT message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimeoutNotice {
+    pub participant_id: ParticipantId,
+    pub at: Timestamp,
+    pub action_on_timeout: ActionOnTimeout,
+}
+
+/// What is published on a session's channel after a write; every instance
+/// decodes it once and forwards it to its local sockets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Update {
+    /// The new state, and the timeouts the write applied.
+    State {
+        state: Session,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        timeouts: Vec<TimeoutNotice>,
+        /// Server time of publication, to measure fan-out delay.
+        published_ms: i64,
+    },
+    Deleted {
+        session_id: SessionId,
+        published_ms: i64,
+    },
+}
+
+impl Update {
+    fn encode(&self) -> Bytes {
+        // Serialising our own plain structs cannot fail.
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// What a scheduled timeout attempt did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeoutOutcome {
+    /// This call wrote the timeout.
+    Applied,
+    /// Nothing was due (someone else applied it, or the index was stale);
+    /// the index entry was set back to the session's real deadline.
+    NotDue,
+    /// The session no longer exists.
+    Gone,
+}
+
+/// Runs commands against the store.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    clock: Clock,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, clock: Clock) -> Self {
+        Self { store, clock }
+    }
+
+    /// The store, for the parts of the server that watch it (fan-out, scheduler, readiness).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The server clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Creates a session at version 1; never overwrites a live one.
+    pub async fn create(&self, new: NewSession) -> Result<Snapshot, EngineError> {
+        let now = self.clock.now();
+        let t = new.into_created(now);
+        let id = t.session.session_id;
+        self.write(0, &t, now).await.map_err(|e| match e {
+            StoreError::AlreadyExists => EngineError::Exists(id),
+            e => EngineError::Store(e),
+        })?;
+        Ok(Snapshot {
+            session: t.session,
+            at: now,
+        })
+    }
+
+    /// The current state; derived fields at the time of the read. A read never
+    /// writes: between a deadline and its handling it shows 0 remaining.
+    pub async fn get(&self, id: SessionId) -> Result<Snapshot, EngineError> {
+        let session = self.load(id).await?;
+        Ok(Snapshot {
+            session,
+            at: self.clock.now(),
+        })
+    }
+
+    /// Runs one command through the write path. A lost compare-and-set is
+    /// reported as [`EngineError::Conflict`], not retried: the client decided
+    /// on a state that no longer exists.
+    pub async fn execute(&self, id: SessionId, cmd: Command) -> Result<Snapshot, EngineError> {
+        let current = self.load(id).await?;
+        let now = self.clock.now();
+        let decision = domain::decide(&current, &cmd, now);
+        let Some(t) = decision.write else {
+            decision.result?;
+            return Ok(Snapshot {
+                session: current,
+                at: now,
+            });
+        };
+        self.write(current.version, &t, now)
+            .await
+            .map_err(|e| conflict_or_store(id, current.version, e))?;
+        // A refused command may still have settled a timeout: that is written
+        // above, and the refusal reported here.
+        decision.result?;
+        Ok(Snapshot {
+            session: t.session,
+            at: now,
+        })
+    }
+
+    /// Applies whatever timeout is due for `id`, retrying on conflicts by
+    /// re-reading. Idempotent: if nothing is due it only gives the index entry back.
+    pub async fn apply_timeout(&self, id: SessionId) -> Result<TimeoutOutcome, EngineError> {
+        for _ in 0..TIMEOUT_ATTEMPTS {
+            let Some(current) = self.store.get(id).await.map_err(EngineError::Store)? else {
+                self.store
+                    .reindex(id, 0, None)
+                    .await
+                    .map_err(EngineError::Store)?;
+                return Ok(TimeoutOutcome::Gone);
+            };
+            let now = self.clock.now();
+            let Some(t) = domain::decide(&current, &Command::Timeout, now).write else {
+                self.store
+                    .reindex(id, current.version, domain::deadline(&current))
+                    .await
+                    .map_err(EngineError::Store)?;
+                return Ok(TimeoutOutcome::NotDue);
+            };
+            match self.write(current.version, &t, now).await {
+                Ok(()) => return Ok(TimeoutOutcome::Applied),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(EngineError::Store(e)),
+            }
+        }
+        // Still contended after several rounds: the lease brings it back later.
+        Ok(TimeoutOutcome::NotDue)
+    }
+
+    /// Deletes a session; succeeds for unknown ids too (DELETE is idempotent).
+    pub async fn delete(&self, id: SessionId) -> Result<(), EngineError> {
+        for _ in 0..TIMEOUT_ATTEMPTS {
+            let Some(current) = self.store.get(id).await.map_err(EngineError::Store)? else {
+                return Ok(());
+            };
+            let now = self.clock.now();
+            let event = AuditEvent::deleted(id, current.version + 1, now);
+            let message = Update::Deleted {
+                session_id: id,
+                published_ms: now.ms(),
+            }
+            .encode();
+            match self.store.delete(id, current.version, &event, &message).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict { actual: None }) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(EngineError::Store(e)),
+            }
+        }
+        Err(EngineError::Store(StoreError::Unavailable(
+            "session kept changing during delete".into(),
+        )))
+    }
+
+    async fn load(&self, id: SessionId) -> Result<Session, EngineError> {
+        self.store
+            .get(id)
+            .await
+            .map_err(EngineError::Store)?
+            .ok_or(EngineError::NotFound(id))
+    }
+
+    /// The one write: state + deadline + audit events + published update.
+    async fn write(&self, expected: u64, t: &Transition, now: Timestamp) -> Result<(), StoreError> {
+        let snapshot = serde_json::to_value(&t.session).unwrap_or_default();
+        let events: Vec<AuditEvent> = t
+            .events
+            .iter()
+            .map(|e| AuditEvent::stamp(e, &t.session, &snapshot))
+            .collect();
+        let timeouts = t
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::ParticipantExpired)
+            .filter_map(|e| {
+                Some(TimeoutNotice {
+                    participant_id: e.participant_id?,
+                    at: e.at,
+                    action_on_timeout: t.session.action_on_timeout.clone(),
+                })
+            })
+            .collect();
+        let message = Update::State {
+            state: t.session.clone(),
+            timeouts,
+            published_ms: now.ms(),
+        }
+        .encode();
+        let write = Write {
+            session: &t.session,
+            expected_version: expected,
+            deadline: domain::deadline(&t.session),
+            events: &events,
+            message: &message,
+        };
+        if expected == 0 {
+            self.store.create(write).await
+        } else {
+            self.store.compare_and_set(write).await
+        }
+    }
+}
+
+fn conflict_or_store(id: SessionId, expected: u64, e: StoreError) -> EngineError {
+    match e {
+        StoreError::Conflict { actual: Some(actual) } => EngineError::Conflict { expected, actual },
+        StoreError::Conflict { actual: None } => EngineError::NotFound(id),
+        e => EngineError::Store(e),
+    }
+}

@@ -1,0 +1,159 @@
+//! The API error type and its one mapping to the wire envelope
+//! `{ "error": { "code", "message", "details"? } }`. Internal causes are
+//! logged here and never sent to the client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::domain::{DomainError, FieldError};
+use crate::engine::EngineError;
+use crate::store::StoreError;
+
+/// Everything a request can fail with.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request is malformed; `details` name the fields.
+    Validation { details: Vec<FieldError> },
+    /// 400: the command is not allowed in the session's current status.
+    InvalidTransition(String),
+    /// 404: unknown or deleted session.
+    SessionNotFound(String),
+    /// 409: an optimistic write lost, or `expected_version` did not match.
+    Conflict { expected: u64, actual: u64 },
+    /// 409: create with an id in use.
+    SessionExists(String),
+    /// 413: body over `MAX_BODY_BYTES`.
+    PayloadTooLarge,
+    /// 503: the state store cannot be reached.
+    Unavailable,
+    /// 500: anything else; the cause is logged, not returned.
+    Internal(String),
+    /// 404 for a path no route matches.
+    RouteNotFound(String),
+    /// 405 for a known path with the wrong method.
+    MethodNotAllowed,
+}
+
+impl ApiError {
+    /// One invalid field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation {
+            details: vec![FieldError::new(field, message)],
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, String, Option<Value>) {
+        use ApiError::*;
+        match self {
+            Validation { details } => {
+                let summary: Vec<String> = details
+                    .iter()
+                    .take(5)
+                    .map(|d| format!("{} {}", d.field, d.message))
+                    .collect();
+                let more = details.len().saturating_sub(5);
+                let mut message = format!("Validation failed: {}", summary.join("; "));
+                if more > 0 {
+                    message.push_str(&format!(" (and {more} more)"));
+                }
+                (StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message, Some(json!(details)))
+            }
+            InvalidTransition(m) => (StatusCode::BAD_REQUEST, "INVALID_STATE_TRANSITION", m.clone(), None),
+            SessionNotFound(m) => (StatusCode::NOT_FOUND, "SESSION_NOT_FOUND", m.clone(), None),
+            Conflict { expected, actual } => (
+                StatusCode::CONFLICT,
+                "CONFLICT",
+                format!("Session version is {actual}, expected {expected}; re-read and retry"),
+                Some(json!({ "expected_version": expected, "actual_version": actual })),
+            ),
+            SessionExists(m) => (StatusCode::CONFLICT, "SESSION_EXISTS", m.clone(), None),
+            PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                "Request body is larger than the server accepts".into(),
+                None,
+            ),
+            Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                "State store unavailable; retry shortly".into(),
+                None,
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "Internal server error".into(),
+                None,
+            ),
+            RouteNotFound(m) => (StatusCode::NOT_FOUND, "NOT_FOUND", m.clone(), None),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "Method not allowed on this path".into(),
+                None,
+            ),
+        }
+    }
+}
+
+/// `{ "error": { "code", "message", "details"? } }`, keys in that order.
+#[derive(Serialize)]
+struct Envelope {
+    error: ErrorBody,
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Value>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "internal error");
+        }
+        let (status, code, message, details) = self.parts();
+        let body = Envelope {
+            error: ErrorBody {
+                code,
+                message,
+                details,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::InvalidTransition { .. } => ApiError::InvalidTransition(e.to_string()),
+            DomainError::VersionMismatch { expected, actual } => ApiError::Conflict { expected, actual },
+            DomainError::UnknownParticipant(_) | DomainError::ParticipantExpired(_) => {
+                ApiError::field("next_participant_id", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Domain(d) => d.into(),
+            EngineError::NotFound(_) => ApiError::SessionNotFound(e.to_string()),
+            EngineError::Exists(_) => ApiError::SessionExists(e.to_string()),
+            EngineError::Conflict { expected, actual } => ApiError::Conflict { expected, actual },
+            EngineError::Store(StoreError::Unavailable(cause)) => {
+                tracing::warn!(%cause, "state store unavailable");
+                ApiError::Unavailable
+            }
+            EngineError::Store(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}

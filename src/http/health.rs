@@ -1,0 +1,51 @@
+//! Operational endpoints: liveness, readiness, server time, metrics.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+
+/// The API compatibility level announced by `/v1/time` (the v2 service's),
+/// not the crate version, which is `build_version`.
+pub const SERVER_VERSION: &str = "2.0.0";
+/// Clock drift clients may tolerate before re-syncing (v2's value).
+pub const DRIFT_TOLERANCE_MS: i64 = 50;
+
+/// GET /health: liveness only; no dependency is checked, so a store outage
+/// never gets healthy instances restarted.
+pub async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// GET /ready: whether this instance can serve sessions (its store answers).
+pub async fn ready(State(app): State<AppState>) -> Response {
+    let store = app.engine.store();
+    match store.ping().await {
+        Ok(()) => Json(json!({ "status": "ready", "backend": store.backend() })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+/// GET /v1/time: server epoch ms for client clock sync; a plain object, no
+/// `data` envelope, as in v2.
+pub async fn time(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({
+        "timestamp_ms": app.engine.clock().now().ms(),
+        "server_version": SERVER_VERSION,
+        "build_version": env!("CARGO_PKG_VERSION"),
+        "drift_tolerance_ms": DRIFT_TOLERANCE_MS,
+    }))
+}
+
+/// GET /metrics: Prometheus text format.
+pub async fn metrics() -> Response {
+    let body = crate::telemetry::metrics().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

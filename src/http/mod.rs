@@ -1,0 +1,161 @@
+//! The HTTP layer: axum routes over the engine. It never talks to a backend
+//! directly; everything goes through [`Engine`].
+//!
+//! - [`sessions`]: the `/v1/sessions` resource.
+//! - [`health`]: `/health`, `/ready`, `/v1/time`, `/metrics`.
+//! - [`docs`]: the OpenAPI document.
+//! - [`extract`]: extractors that turn framework rejections into the envelope.
+//! - [`error`]: [`ApiError`], the one mapping to `{ "error": … }`.
+//!
+//! Routes are registered through [`RouteTable`], which remembers them, so a
+//! test can check that the OpenAPI document lists exactly the routes served.
+
+pub mod docs;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod sessions;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::handler::Handler;
+use axum::http::{HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, on};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, Any as AnyOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+}
+
+/// A router that records the `(method, path)` of every route it is given.
+pub struct RouteTable {
+    router: Router<AppState>,
+    routes: Vec<(Method, &'static str)>,
+}
+
+impl RouteTable {
+    fn new() -> Self {
+        Self {
+            router: Router::new(),
+            routes: Vec::new(),
+        }
+    }
+
+    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+        // Routing the same path again merges the methods.
+        self.router = self.router.route(path, on(filter, handler));
+        self.routes.push((method, path));
+        self
+    }
+}
+
+/// Every route the server serves.
+fn route_table() -> RouteTable {
+    RouteTable::new()
+        .add(Method::POST, "/v1/sessions", sessions::create)
+        .add(Method::GET, "/v1/sessions/{id}", sessions::get)
+        .add(Method::DELETE, "/v1/sessions/{id}", sessions::delete)
+        .add(Method::POST, "/v1/sessions/{id}/start", sessions::start)
+        .add(Method::POST, "/v1/sessions/{id}/switch", sessions::switch)
+        .add(Method::POST, "/v1/sessions/{id}/pause", sessions::pause)
+        .add(Method::POST, "/v1/sessions/{id}/resume", sessions::resume)
+        .add(Method::POST, "/v1/sessions/{id}/complete", sessions::complete)
+        .add(Method::GET, "/v1/time", health::time)
+        .add(Method::GET, "/health", health::health)
+        .add(Method::GET, "/ready", health::ready)
+        .add(Method::GET, "/metrics", health::metrics)
+        .add(Method::GET, "/openapi.yaml", docs::yaml)
+        .add(Method::GET, "/api-docs.json", docs::json)
+}
+
+/// The `(method, path)` of every route, as registered.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    route_table().routes
+}
+
+/// Builds the application router with its middleware.
+pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
+    let router = route_table()
+        .router
+        .fallback(|req: Request| async move {
+            ApiError::RouteNotFound(format!("No route for {} {}", req.method(), req.uri().path()))
+        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(
+            usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
+        ))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(AppState { engine });
+    match cors(config) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
+}
+
+/// A handler panic becomes a 500 in the envelope instead of a dropped connection.
+fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
+    ApiError::Internal("handler panicked".into()).into_response()
+}
+
+fn cors(config: &Config) -> Option<CorsLayer> {
+    let origins = config.cors_origins.as_deref()?.trim();
+    let allow = if origins == "*" {
+        AllowOrigin::from(AnyOrigin)
+    } else {
+        let list: Vec<HeaderValue> = origins
+            .split(',')
+            .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+            .collect();
+        AllowOrigin::list(list)
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers(AnyOrigin),
+    )
+}
+
+/// Request duration by route template and status, and requests in flight.
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let in_flight = metrics::gauge!("synckairos_http_requests_in_flight");
+    in_flight.increment(1.0);
+    let started = Instant::now();
+    let response = next.run(req).await;
+    in_flight.decrement(1.0);
+    metrics::histogram!(
+        "synckairos_http_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_u16().to_string(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,46 @@
+//! Server-side timeouts. Every instance runs this loop: claim the sessions
+//! whose deadline has passed (leasing them, so exactly one instance works on
+//! each at a time and a crashed claimer's work comes back), apply the timeout
+//! through the engine's normal write path, then wait for the next deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+
+/// How long a claim holds a due entry before another instance may take it.
+pub const LEASE_MS: i64 = 5_000;
+/// Due entries handled per claim.
+const BATCH: usize = 256;
+/// Pause after a store error before claiming again.
+const ERROR_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
+    let store = engine.store().clone();
+    let clock = engine.clock().clone();
+    loop {
+        match store.claim_due(clock.now(), LEASE_MS, BATCH).await {
+            Ok(due) => {
+                for id in due {
+                    if let Err(e) = engine.apply_timeout(id).await {
+                        tracing::warn!(session_id = %id, error = %e, "timeout not applied; the lease will bring it back");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming due sessions failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(ERROR_BACKOFF) => continue,
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = store.wait_for_due(&clock) => {}
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Builds a running instance from configuration: store, engine, background
+//! tasks, HTTP listener. `main.rs` runs one; tests start several on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
+use crate::{http, scheduler};
+
+/// Why an instance could not start; printed as one line by `main`.
+#[derive(Debug, Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("REDIS_URL is set, but this build only has the embedded backend; unset REDIS_URL")]
+    RedisUnsupported,
+}
+
+/// A bound, ready-to-run instance.
+pub struct Server {
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    router: axum::Router,
+}
+
+impl Server {
+    /// Binds the listener and builds the store and engine; nothing runs until [`Server::run`].
+    pub async fn build(config: &Config, clock: Clock) -> Result<Self, StartupError> {
+        if config.redis_url.is_some() {
+            return Err(StartupError::RedisUnsupported);
+        }
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(clock.clone(), config.session_ttl_seconds));
+        let engine = Arc::new(Engine::new(store, clock));
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        // Install the metrics recorder before anything records.
+        crate::telemetry::metrics();
+        let router = http::router(engine.clone(), config);
+        Ok(Self {
+            listener,
+            engine,
+            router,
+        })
+    }
+
+    /// The address actually bound (the real port when configured with 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound TcpListener always has a local address.
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The engine, for tests that watch the store directly.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, finishes
+    /// in-flight requests and stops the background tasks.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let background = CancellationToken::new();
+        let timeouts = tokio::spawn(scheduler::run(self.engine.clone(), background.clone()));
+        tokio::spawn(crate::telemetry::upkeep(background.clone()));
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        background.cancel();
+        let _ = timeouts.await;
+        served
+    }
+}

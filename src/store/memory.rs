@@ -1,0 +1,285 @@
+//! The embedded, in-process backend: the default when `REDIS_URL` is unset,
+//! and a test double with the same semantics as Redis (atomic compare-and-set,
+//! versions, TTL, a leased deadline index, published updates).
+//!
+//! One mutex guards everything, as one Lua script makes a Redis write atomic;
+//! it is held only for map operations, never across an `.await`.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{Notify, broadcast};
+
+use super::{FeedEvent, Store, StoreError, Write};
+use crate::audit::AuditEvent;
+use crate::clock::Clock;
+use crate::domain::{Session, SessionId, Timestamp};
+
+/// How many audit events the embedded outbox keeps (oldest dropped first):
+/// without PostgreSQL the embedded backend has nowhere durable to put them.
+const OUTBOX_CAPACITY: usize = 10_000;
+/// Capacity of the update feed before a slow reader lags.
+const FEED_CAPACITY: usize = 4_096;
+
+/// In-process state store.
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    clock: Clock,
+    ttl_ms: i64,
+    feed: broadcast::Sender<FeedEvent>,
+    /// Wakes the scheduler when a deadline earlier than the one it sleeps
+    /// towards may have been indexed.
+    due_changed: Notify,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<SessionId, Entry>,
+    /// (deadline or lease end, id): the `sk:{b}:due` sorted set.
+    due: BTreeSet<(i64, SessionId)>,
+    due_of: HashMap<SessionId, i64>,
+    /// (TTL end, id), so expired sessions are purged even if never read again.
+    expiry: BTreeSet<(i64, SessionId)>,
+    subscribed: HashSet<SessionId>,
+    outbox: VecDeque<AuditEvent>,
+}
+
+struct Entry {
+    session: Session,
+    expires_at: i64,
+}
+
+impl MemoryStore {
+    /// A store whose sessions expire `ttl_seconds` after their last write,
+    /// measured on `clock`.
+    pub fn new(clock: Clock, ttl_seconds: u64) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            clock,
+            ttl_ms: i64::try_from(ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX),
+            feed: broadcast::channel(FEED_CAPACITY).0,
+            due_changed: Notify::new(),
+        }
+    }
+
+    /// The audit events written so far (most recent last), for tests and for
+    /// inspection of an embedded server.
+    pub fn outbox(&self) -> Vec<AuditEvent> {
+        self.lock().outbox.iter().cloned().collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied write
+        // (each write mutates after all checks), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn apply(&self, inner: &mut Inner, write: Write<'_>) {
+        let id = write.session.session_id;
+        let expires_at = self.clock.now().ms().saturating_add(self.ttl_ms);
+        inner.remove(id);
+        inner.expiry.insert((expires_at, id));
+        inner.sessions.insert(
+            id,
+            Entry {
+                session: write.session.clone(),
+                expires_at,
+            },
+        );
+        inner.set_due(id, write.deadline.map(Timestamp::ms));
+        inner.append(write.events);
+        self.publish(inner, id, write.message);
+        self.due_changed.notify_one();
+    }
+
+    fn publish(&self, inner: &Inner, id: SessionId, message: &Bytes) {
+        if inner.subscribed.contains(&id) {
+            // No receiver is not an error: nobody listens yet.
+            let _ = self.feed.send(FeedEvent::Message {
+                session_id: id,
+                payload: message.clone(),
+            });
+        }
+    }
+}
+
+impl Inner {
+    /// The live entry for `id`, dropping it (and its index entry) if its TTL ran out.
+    fn live(&mut self, id: SessionId, now: i64) -> Option<&Entry> {
+        if self.sessions.get(&id).is_some_and(|e| e.expires_at <= now) {
+            self.remove(id);
+        }
+        self.sessions.get(&id)
+    }
+
+    /// Forgets a session and its index entries.
+    fn remove(&mut self, id: SessionId) {
+        if let Some(e) = self.sessions.remove(&id) {
+            self.expiry.remove(&(e.expires_at, id));
+        }
+        self.set_due(id, None);
+    }
+
+    /// Drops every session whose TTL ran out by `now`.
+    fn purge_expired(&mut self, now: i64) {
+        while let Some(&(at, id)) = self.expiry.first() {
+            if at > now {
+                break;
+            }
+            self.remove(id);
+        }
+    }
+
+    fn set_due(&mut self, id: SessionId, at: Option<i64>) {
+        if let Some(old) = self.due_of.remove(&id) {
+            self.due.remove(&(old, id));
+        }
+        if let Some(at) = at {
+            self.due.insert((at, id));
+            self.due_of.insert(id, at);
+        }
+    }
+
+    fn append(&mut self, events: &[AuditEvent]) {
+        for e in events {
+            if self.outbox.len() == OUTBOX_CAPACITY {
+                self.outbox.pop_front();
+            }
+            self.outbox.push_back(e.clone());
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn create(&self, write: Write<'_>) -> Result<(), StoreError> {
+        let now = self.clock.now().ms();
+        let mut inner = self.lock();
+        if inner.live(write.session.session_id, now).is_some() {
+            return Err(StoreError::AlreadyExists);
+        }
+        self.apply(&mut inner, write);
+        Ok(())
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let now = self.clock.now().ms();
+        Ok(self.lock().live(id, now).map(|e| e.session.clone()))
+    }
+
+    async fn compare_and_set(&self, write: Write<'_>) -> Result<(), StoreError> {
+        let now = self.clock.now().ms();
+        let mut inner = self.lock();
+        let actual = inner
+            .live(write.session.session_id, now)
+            .map(|e| e.session.version);
+        if actual != Some(write.expected_version) {
+            return Err(StoreError::Conflict { actual });
+        }
+        self.apply(&mut inner, write);
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        id: SessionId,
+        expected_version: u64,
+        event: &AuditEvent,
+        message: &Bytes,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now().ms();
+        let mut inner = self.lock();
+        let actual = inner.live(id, now).map(|e| e.session.version);
+        if actual != Some(expected_version) {
+            return Err(StoreError::Conflict { actual });
+        }
+        inner.remove(id);
+        inner.append(std::slice::from_ref(event));
+        self.publish(&inner, id, message);
+        Ok(())
+    }
+
+    async fn subscribe(&self, id: SessionId) -> Result<(), StoreError> {
+        self.lock().subscribed.insert(id);
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, id: SessionId) -> Result<(), StoreError> {
+        self.lock().subscribed.remove(&id);
+        Ok(())
+    }
+
+    fn feed(&self) -> broadcast::Receiver<FeedEvent> {
+        self.feed.subscribe()
+    }
+
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let mut inner = self.lock();
+        inner.purge_expired(now.ms());
+        let due: Vec<SessionId> = inner
+            .due
+            .iter()
+            .take_while(|(at, _)| *at <= now.ms())
+            .take(limit)
+            .map(|&(_, id)| id)
+            .collect();
+        for &id in &due {
+            inner.set_due(id, Some(now.ms() + lease_ms));
+        }
+        Ok(due)
+    }
+
+    async fn reindex(
+        &self,
+        id: SessionId,
+        version: u64,
+        deadline: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now().ms();
+        let mut inner = self.lock();
+        match inner.live(id, now).map(|e| e.session.version) {
+            Some(v) if v == version => inner.set_due(id, deadline.map(Timestamp::ms)),
+            Some(_) => {} // a newer write already set the index
+            None => inner.set_due(id, None),
+        }
+        self.due_changed.notify_one();
+        Ok(())
+    }
+
+    async fn wait_for_due(&self, clock: &Clock) {
+        // Register interest before reading the earliest deadline, so an
+        // insertion in between is not missed.
+        let changed = self.due_changed.notified();
+        // TTL ends count too: claim_due purges expired sessions.
+        let earliest = {
+            let inner = self.lock();
+            let due = inner.due.first().map(|&(at, _)| at);
+            let ttl = inner.expiry.first().map(|&(at, _)| at);
+            due.into_iter().chain(ttl).min().map(Timestamp)
+        };
+        match earliest {
+            Some(at) => {
+                tokio::select! {
+                    _ = clock.sleep_until(at) => {}
+                    _ = changed => {}
+                }
+            }
+            None => changed.await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

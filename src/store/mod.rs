@@ -1,0 +1,129 @@
+//! Where session state lives. Every backend gives the same guarantees, checked
+//! by one conformance suite (`tests/store_conformance.rs`):
+//!
+//! - a write is atomic: state, version, TTL, deadline index, audit events and
+//!   the published update change together or not at all;
+//! - writes are compare-and-set on the version, so two instances can never both
+//!   apply a change read from the same state;
+//! - the deadline index holds exactly the deadlines of running sessions, and
+//!   due entries are *leased* to one claimer at a time.
+//!
+//! [`memory`] is the embedded backend (the default, and a test double); the
+//! Redis backend is the production one.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::sync::broadcast;
+
+use crate::audit::AuditEvent;
+use crate::clock::Clock;
+use crate::domain::{Session, SessionId, Timestamp};
+
+/// Why a store call failed.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// Create found a live session with that id.
+    #[error("session already exists")]
+    AlreadyExists,
+    /// The stored version is not the expected one; `None` if the session is gone.
+    #[error("version conflict (stored version: {actual:?})")]
+    Conflict { actual: Option<u64> },
+    /// The backend cannot be reached (or did not answer in time).
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that cannot be decoded; never produced by our own writes.
+    #[error("corrupt stored state: {0}")]
+    Corrupt(String),
+}
+
+/// One atomic write: the new state and everything that must change with it.
+#[derive(Clone, Copy, Debug)]
+pub struct Write<'a> {
+    /// The new state; its `version` is `expected_version + 1`.
+    pub session: &'a Session,
+    /// 0 for a create ("must not exist").
+    pub expected_version: u64,
+    /// The deadline index entry after the write (`None` removes it).
+    pub deadline: Option<Timestamp>,
+    /// Appended to the audit outbox.
+    pub events: &'a [AuditEvent],
+    /// Published on the session's channel for every instance's sockets.
+    pub message: &'a Bytes,
+}
+
+/// What arrives on an instance's update feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedEvent {
+    /// A message published for a session this instance subscribed to.
+    Message { session_id: SessionId, payload: Bytes },
+    /// The subscription link was lost and is back: updates may have been
+    /// missed, so every local subscriber needs a fresh full state.
+    Resubscribed,
+}
+
+/// The state store. Implementations are cheap to share (`Arc<dyn Store>`).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs: "memory", "redis".
+    fn backend(&self) -> &'static str;
+
+    /// Creates a session unless one with that id exists ([`StoreError::AlreadyExists`]).
+    async fn create(&self, write: Write<'_>) -> Result<(), StoreError>;
+
+    /// The stored state, or `None` if unknown, deleted or expired by TTL.
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
+
+    /// Writes if the stored version is `write.expected_version`, else
+    /// [`StoreError::Conflict`].
+    async fn compare_and_set(&self, write: Write<'_>) -> Result<(), StoreError>;
+
+    /// Deletes the session if it is at `expected_version`, removing its
+    /// deadline, appending `event` and publishing `message`.
+    async fn delete(
+        &self,
+        id: SessionId,
+        expected_version: u64,
+        event: &AuditEvent,
+        message: &Bytes,
+    ) -> Result<(), StoreError>;
+
+    /// Starts delivering `id`'s published messages on [`Store::feed`].
+    async fn subscribe(&self, id: SessionId) -> Result<(), StoreError>;
+
+    /// Stops delivering `id`'s messages.
+    async fn unsubscribe(&self, id: SessionId) -> Result<(), StoreError>;
+
+    /// The instance-wide feed of messages for subscribed sessions. Bounded: a
+    /// receiver that lags gets `RecvError::Lagged` and must resynchronise.
+    fn feed(&self) -> broadcast::Receiver<FeedEvent>;
+
+    /// Leases up to `limit` sessions whose deadline is at or before `now`: their
+    /// index entry moves to `now + lease_ms`, so if the claimer dies the entry
+    /// comes back; the claimer's write replaces it with the real next deadline.
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Sets `id`'s index entry to `deadline` if the session is still at
+    /// `version` (a claimer that found nothing due gives its lease back this
+    /// way); removes the entry if the session no longer exists.
+    async fn reindex(
+        &self,
+        id: SessionId,
+        version: u64,
+        deadline: Option<Timestamp>,
+    ) -> Result<(), StoreError>;
+
+    /// Resolves when [`Store::claim_due`] may find something: at the earliest
+    /// deadline (embedded backend) or after a short poll interval (Redis).
+    async fn wait_for_due(&self, clock: &Clock);
+
+    /// Whether the backend answers; `/ready` reports this.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
