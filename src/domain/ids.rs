@@ -56,6 +56,11 @@ impl Timestamp {
         self.0
     }
 
+    /// The instant `ms` milliseconds later.
+    pub fn plus(self, ms: i64) -> Self {
+        Self(self.0.saturating_add(ms))
+    }
+
     /// `2026-01-01T10:00:00.123Z`; falls back to the epoch for instants that
     /// `time` cannot represent (never produced by a sane clock).
     pub fn to_rfc3339(self) -> String {

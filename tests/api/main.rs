@@ -1,0 +1,10 @@
+//! HTTP API tests against real instances on real TCP listeners.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod errors;
+mod lifecycle;
+mod ops;
+mod timeouts;
+mod validation;

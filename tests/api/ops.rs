@@ -1,0 +1,88 @@
+//! Operational endpoints, and the OpenAPI document against the router.
+
+use std::collections::BTreeSet;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn time_health_and_ready() {
+    let app = spawn_app_manual_clock().await;
+    let t = app.get("/v1/time").await;
+    assert_eq!(t.status, 200);
+    assert_eq!(t.body["timestamp_ms"], T0.ms());
+    assert_eq!(t.body["server_version"], "2.0.0");
+    assert_eq!(t.body["drift_tolerance_ms"], 50);
+    assert!(t.body.get("data").is_none(), "plain object, no envelope");
+
+    assert_eq!(app.get("/health").await.body, serde_json::json!({"status": "ok"}));
+    let ready = app.get("/ready").await;
+    assert_eq!((ready.status.as_u16(), ready.body["status"].as_str()), (200, Some("ready")));
+}
+
+#[tokio::test]
+async fn metrics_expose_request_histograms_with_buckets() {
+    let app = spawn_app().await;
+    app.get("/health").await;
+    let m = app.get("/metrics").await;
+    assert_eq!(m.status, 200);
+    assert!(m.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        m.text.contains("synckairos_http_request_duration_seconds_bucket{"),
+        "histogram with buckets, not a summary:\n{}",
+        m.text
+    );
+    assert!(m.text.contains("route=\"/health\""));
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_routes_served() {
+    let app = spawn_app().await;
+    let yaml = app.get("/openapi.yaml").await;
+    assert_eq!(yaml.status, 200);
+    let json = app.get("/api-docs.json").await;
+    assert_eq!(json.status, 200);
+    let doc = &json.body;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let from_yaml: serde_json::Value = serde_norway::from_str(&yaml.text).unwrap();
+    assert_eq!(&from_yaml, doc, "both forms are the same document");
+
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| ["get", "post", "put", "delete", "patch"].contains(&k.as_str()))
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect();
+    let served: BTreeSet<(String, String)> = synckairos::http::routes()
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p.to_owned()))
+        .collect();
+    assert_eq!(documented, served);
+
+    // Every documented error code is one the server can produce, and vice versa.
+    let codes = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .expect("ErrorCode enum");
+    for code in ["VALIDATION_ERROR", "INVALID_STATE_TRANSITION", "SESSION_NOT_FOUND", "CONFLICT", "SESSION_EXISTS", "PAYLOAD_TOO_LARGE", "SERVICE_UNAVAILABLE", "INTERNAL_ERROR", "NOT_FOUND", "METHOD_NOT_ALLOWED"] {
+        assert!(codes.iter().any(|c| c == code), "{code} undocumented");
+    }
+}
+
+#[tokio::test]
+async fn every_served_route_answers_and_none_falls_through() {
+    let app = spawn_app().await;
+    let id = uuid();
+    for (method, path) in synckairos::http::routes() {
+        let r = app.call(method.clone(), &path.replace("{id}", &id), None).await;
+        assert!(
+            r.code() != "NOT_FOUND" && r.code() != "METHOD_NOT_ALLOWED",
+            "{method} {path} is not routed: {}",
+            r.text
+        );
+    }
+}
