@@ -28,7 +28,9 @@ impl Clock {
     pub fn now(&self) -> Timestamp {
         match self {
             Clock::System => {
-                let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let since = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
                 Timestamp(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
             }
             Clock::Manual(m) => Timestamp(*m.now.borrow()),

@@ -64,6 +64,7 @@ impl Config {
     /// (tests start from this and override what they need).
     pub fn defaults() -> Self {
         // Parsing no arguments cannot fail: every field has a default or is optional.
-        Self::try_parse_from(["synckairos"]).unwrap_or_else(|e| panic!("default configuration is invalid: {e}"))
+        Self::try_parse_from(["synckairos"])
+            .unwrap_or_else(|e| panic!("default configuration is invalid: {e}"))
     }
 }

@@ -60,7 +60,7 @@ pub struct TimeoutNotice {
 pub enum Update {
     /// The new state, and the timeouts the write applied.
     State {
-        state: Session,
+        state: Box<Session>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         timeouts: Vec<TimeoutNotice>,
         /// Server time of publication, to measure fan-out delay.
@@ -205,7 +205,11 @@ impl Engine {
                 published_ms: now.ms(),
             }
             .encode();
-            match self.store.delete(id, current.version, &event, &message).await {
+            match self
+                .store
+                .delete(id, current.version, &event, &message)
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict { actual: None }) => return Ok(()),
                 Err(StoreError::Conflict { .. }) => continue,
@@ -246,7 +250,7 @@ impl Engine {
             })
             .collect();
         let message = Update::State {
-            state: t.session.clone(),
+            state: Box::new(t.session.clone()),
             timeouts,
             published_ms: now.ms(),
         }
@@ -268,7 +272,9 @@ impl Engine {
 
 fn conflict_or_store(id: SessionId, expected: u64, e: StoreError) -> EngineError {
     match e {
-        StoreError::Conflict { actual: Some(actual) } => EngineError::Conflict { expected, actual },
+        StoreError::Conflict {
+            actual: Some(actual),
+        } => EngineError::Conflict { expected, actual },
         StoreError::Conflict { actual: None } => EngineError::NotFound(id),
         e => EngineError::Store(e),
     }

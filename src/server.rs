@@ -41,7 +41,8 @@ impl Server {
         if config.redis_url.is_some() {
             return Err(StartupError::RedisUnsupported);
         }
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(clock.clone(), config.session_ttl_seconds));
+        let store: Arc<dyn Store> =
+            Arc::new(MemoryStore::new(clock.clone(), config.session_ttl_seconds));
         let engine = Arc::new(Engine::new(store, clock));
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr)
@@ -60,7 +61,9 @@ impl Server {
     /// The address actually bound (the real port when configured with 0).
     pub fn local_addr(&self) -> SocketAddr {
         // A bound TcpListener always has a local address.
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// The engine, for tests that watch the store directly.
@@ -70,7 +73,10 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then stops accepting, finishes
     /// in-flight requests and stops the background tasks.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let background = CancellationToken::new();
         let timeouts = tokio::spawn(scheduler::run(self.engine.clone(), background.clone()));
         tokio::spawn(crate::telemetry::upkeep(background.clone()));

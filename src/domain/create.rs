@@ -69,9 +69,8 @@ impl NewSession {
             return Err(vec![FieldError::new("body", "must be a JSON object")]);
         };
 
-        let session_id = required(obj, "session_id", &mut errs).and_then(|v| {
-            uuid(v, "session_id", &mut errs).map(SessionId)
-        });
+        let session_id = required(obj, "session_id", &mut errs)
+            .and_then(|v| uuid(v, "session_id", &mut errs).map(SessionId));
         let sync_mode = required(obj, "sync_mode", &mut errs).and_then(|v| sync_mode(v, &mut errs));
         let total_time_ms = required(obj, "total_time_ms", &mut errs)
             .and_then(|v| int_in(v, "total_time_ms", MIN_TIME_MS, MAX_TIME_MS, &mut errs));
@@ -96,7 +95,10 @@ impl NewSession {
         let participants = required(obj, "participants", &mut errs)
             .and_then(|v| participants(v, sync_mode, &mut errs));
 
-        if sync_mode == Some(SyncMode::PerCycle) && time_per_cycle_ms.is_none() && !obj_has(obj, "time_per_cycle_ms") {
+        if sync_mode == Some(SyncMode::PerCycle)
+            && time_per_cycle_ms.is_none()
+            && !obj_has(obj, "time_per_cycle_ms")
+        {
             errs.push(FieldError::new(
                 "time_per_cycle_ms",
                 "is required when sync_mode is per_cycle",
@@ -192,7 +194,11 @@ fn obj_has(obj: &Map<String, Value>, key: &str) -> bool {
 }
 
 /// A present, non-null field, or an error naming it.
-fn required<'a>(obj: &'a Map<String, Value>, key: &str, errs: &mut Vec<FieldError>) -> Option<&'a Value> {
+fn required<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    errs: &mut Vec<FieldError>,
+) -> Option<&'a Value> {
     match obj.get(key) {
         Some(v) if !v.is_null() => Some(v),
         _ => {
@@ -313,7 +319,10 @@ fn participants(
     if items.is_empty() || items.len() > MAX_PARTICIPANTS {
         errs.push(FieldError::new(
             "participants",
-            format!("must contain between 1 and {MAX_PARTICIPANTS} participants (got {})", items.len()),
+            format!(
+                "must contain between 1 and {MAX_PARTICIPANTS} participants (got {})",
+                items.len()
+            ),
         ));
         return None;
     }
@@ -324,7 +333,10 @@ fn participants(
     for (i, item) in items.iter().enumerate() {
         let at = |f: &str| format!("participants[{i}].{f}");
         let Some(obj) = item.as_object() else {
-            errs.push(FieldError::new(format!("participants[{i}]"), "must be an object"));
+            errs.push(FieldError::new(
+                format!("participants[{i}]"),
+                "must be an object",
+            ));
             continue;
         };
         let id = match optional(obj, "participant_id") {
@@ -337,15 +349,19 @@ fn participants(
         if let Some(id) = id
             && !ids.insert(id)
         {
-            errs.push(FieldError::new(at("participant_id"), format!("duplicate participant_id {id}")));
+            errs.push(FieldError::new(
+                at("participant_id"),
+                format!("duplicate participant_id {id}"),
+            ));
         }
         let index = match optional(obj, "participant_index") {
             None => {
                 errs.push(FieldError::new(at("participant_index"), "is required"));
                 None
             }
-            Some(v) => int_in(v, &at("participant_index"), 0, i64::from(u32::MAX), errs)
-                .map(|n| n as u32),
+            Some(v) => {
+                int_in(v, &at("participant_index"), 0, i64::from(u32::MAX), errs).map(|n| n as u32)
+            }
         };
         if let Some(index) = index
             && !indexes.insert(index)
@@ -364,13 +380,18 @@ fn participants(
         };
         let group = match optional(obj, "group_id") {
             None if mode == Some(SyncMode::PerGroup) => {
-                errs.push(FieldError::new(at("group_id"), "is required when sync_mode is per_group"));
+                errs.push(FieldError::new(
+                    at("group_id"),
+                    "is required when sync_mode is per_group",
+                ));
                 None
             }
             None => None,
             Some(v) => uuid(v, &at("group_id"), errs).map(GroupId),
         };
-        if let (Some(participant_id), Some(participant_index), Some(total_time_ms)) = (id, index, total) {
+        if let (Some(participant_id), Some(participant_index), Some(total_time_ms)) =
+            (id, index, total)
+        {
             out.push(NewParticipant {
                 participant_id,
                 participant_index,

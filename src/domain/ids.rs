@@ -65,8 +65,8 @@ impl Timestamp {
     /// `time` cannot represent (never produced by a sane clock).
     pub fn to_rfc3339(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;
-        let dt = OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let dt =
+            OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let (h, m, s, ms) = (dt.hour(), dt.minute(), dt.second(), dt.millisecond());
         format!(
             "{:04}-{:02}-{:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z",
@@ -94,7 +94,8 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Self::parse_rfc3339(&s).ok_or_else(|| serde::de::Error::custom("invalid RFC 3339 timestamp"))
+        Self::parse_rfc3339(&s)
+            .ok_or_else(|| serde::de::Error::custom("invalid RFC 3339 timestamp"))
     }
 }
 

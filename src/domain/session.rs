@@ -91,7 +91,10 @@ impl Status {
 
     /// No command can change a terminal session any more.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Expired | Status::Completed | Status::Cancelled)
+        matches!(
+            self,
+            Status::Expired | Status::Completed | Status::Cancelled
+        )
     }
 }
 
@@ -174,7 +177,9 @@ pub struct Session {
 impl Session {
     /// Position of a participant in turn order.
     pub fn index_of(&self, id: ParticipantId) -> Option<usize> {
-        self.participants.iter().position(|p| p.participant_id == id)
+        self.participants
+            .iter()
+            .position(|p| p.participant_id == id)
     }
 
     /// Position of the active participant (the group's first member in `per_group`).

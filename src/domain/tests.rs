@@ -51,7 +51,10 @@ fn body(mode: SyncMode, n: usize, extra: Value) -> Value {
 }
 
 fn new(mode: SyncMode, n: usize, extra: Value) -> Session {
-    NewSession::parse(&body(mode, n, extra)).unwrap().into_created(T0).session
+    NewSession::parse(&body(mode, n, extra))
+        .unwrap()
+        .into_created(T0)
+        .session
 }
 
 /// Applies a command that must succeed and write.
@@ -82,7 +85,15 @@ fn in_status(mode: SyncMode, status: Status) -> Session {
         Status::Paused => run(&run(&s, Command::Start, at(0)), Command::Pause, at(1000)),
         Status::Completed => run(&s, Command::Complete, at(0)),
         Status::Expired => {
-            let s = run(&new(mode, 1, json!({"action_on_timeout": {"type": "end_session"}})), Command::Start, at(0));
+            let s = run(
+                &new(
+                    mode,
+                    1,
+                    json!({"action_on_timeout": {"type": "end_session"}}),
+                ),
+                Command::Start,
+                at(0),
+            );
             let due = deadline(&s).unwrap();
             run(&s, Command::Timeout, due)
         }
@@ -131,7 +142,10 @@ fn every_mode_command_and_status() {
                         assert_eq!(*st, status);
                         assert!(d.write.is_none());
                         let msg = d.result.unwrap_err().to_string();
-                        assert!(msg.contains(&format!("(current status: {})", status.as_str())), "{msg}");
+                        assert!(
+                            msg.contains(&format!("(current status: {})", status.as_str())),
+                            "{msg}"
+                        );
                     }
                     (r, _) => panic!("{mode:?} {status:?} {cmd:?}: unexpected {r:?}"),
                 }
@@ -163,12 +177,18 @@ fn per_participant_is_a_chess_clock_with_fischer_increment() {
     assert_eq!(s.active_participant_id, Some(pid(0)));
     assert!(s.participants[0].is_active && !s.participants[1].is_active);
     assert_eq!(deadline(&s), Some(at(MIN)));
-    assert_eq!(view(&s, at(3000)).participants[0].time_remaining_ms, MIN - 3000);
+    assert_eq!(
+        view(&s, at(3000)).participants[0].time_remaining_ms,
+        MIN - 3000
+    );
     assert_eq!(view(&s, at(3000)).participants[1].time_remaining_ms, MIN);
 
     let s = run(&s, switch(), at(3000));
     let p0 = &s.participants[0];
-    assert_eq!((p0.total_time_ms, p0.time_used_ms, p0.cycle_count), (MIN - 3000 + 2000, 3000, 1));
+    assert_eq!(
+        (p0.total_time_ms, p0.time_used_ms, p0.cycle_count),
+        (MIN - 3000 + 2000, 3000, 1)
+    );
     assert_eq!(s.active_participant_id, Some(pid(1)));
     assert_eq!(s.cycle_started_at, Some(at(3000)));
     assert_eq!(deadline(&s), Some(at(3000 + MIN)));
@@ -181,7 +201,11 @@ fn per_participant_is_a_chess_clock_with_fischer_increment() {
 
 #[test]
 fn switch_to_a_named_participant_and_its_errors() {
-    let s = run(&new(SyncMode::PerParticipant, 3, json!({})), Command::Start, at(0));
+    let s = run(
+        &new(SyncMode::PerParticipant, 3, json!({})),
+        Command::Start,
+        at(0),
+    );
     let to = |id| Command::Switch {
         next_participant_id: Some(id),
         expected_version: None,
@@ -222,18 +246,31 @@ fn switch_to_a_named_participant_and_its_errors() {
 
 #[test]
 fn per_cycle_gives_a_fresh_cycle_each_turn_and_pause_keeps_the_remainder() {
-    let s = run(&new(SyncMode::PerCycle, 2, json!({})), Command::Start, at(0));
+    let s = run(
+        &new(SyncMode::PerCycle, 2, json!({})),
+        Command::Start,
+        at(0),
+    );
     assert_eq!(deadline(&s), Some(at(30_000)));
     let s = run(&s, switch(), at(10_000));
     assert_eq!(s.participants[0].time_used_ms, 10_000);
-    assert_eq!(s.participants[0].total_time_ms, MIN, "the bank is not drawn in per_cycle");
+    assert_eq!(
+        s.participants[0].total_time_ms, MIN,
+        "the bank is not drawn in per_cycle"
+    );
     assert_eq!(deadline(&s), Some(at(40_000)), "fresh 30 s cycle");
-    assert_eq!(view(&s, at(10_000)).participants[0].time_remaining_ms, 30_000);
+    assert_eq!(
+        view(&s, at(10_000)).participants[0].time_remaining_ms,
+        30_000
+    );
 
     // Pause after 5 s, resume later: the cycle continues with 25 s left.
     let s = run(&s, Command::Pause, at(15_000));
     assert_eq!(deadline(&s), None);
-    assert_eq!(view(&s, at(99_000)).participants[1].time_remaining_ms, 25_000);
+    assert_eq!(
+        view(&s, at(99_000)).participants[1].time_remaining_ms,
+        25_000
+    );
     let s = run(&s, Command::Resume, at(100_000));
     assert_eq!(deadline(&s), Some(at(125_000)));
     let s = run(&s, switch(), at(101_000));
@@ -248,7 +285,10 @@ fn per_group_runs_the_whole_group_down_together() {
     assert_eq!(s.active_group_id.map(|g| g.to_string()), Some(gid(0)));
     let active: Vec<bool> = s.participants.iter().map(|p| p.is_active).collect();
     assert_eq!(active, [true, true, false, false]);
-    assert_eq!(view(&s, at(4000)).participants[1].time_remaining_ms, MIN - 4000);
+    assert_eq!(
+        view(&s, at(4000)).participants[1].time_remaining_ms,
+        MIN - 4000
+    );
 
     let s = run(&s, switch(), at(4000));
     for p in &s.participants[..2] {
@@ -291,18 +331,29 @@ fn global_is_one_clock_that_switches_do_not_reset_and_pause_stops() {
     assert_eq!(deadline(&s), Some(at(total)));
     let s = run(&s, switch(), at(60_000));
     assert_eq!(deadline(&s), Some(at(total)), "not reset by a switch");
-    assert_eq!(s.participants[0].time_used_ms, 60_000, "records how long it held the turn");
+    assert_eq!(
+        s.participants[0].time_used_ms, 60_000,
+        "records how long it held the turn"
+    );
     for p in view(&s, at(70_000)).participants {
         assert_eq!(p.time_remaining_ms, total - 70_000);
     }
     let s = run(&s, Command::Pause, at(70_000));
     let s = run(&s, Command::Resume, at(100_000));
-    assert_eq!(deadline(&s), Some(at(total + 30_000)), "start + total + paused time");
+    assert_eq!(
+        deadline(&s),
+        Some(at(total + 30_000)),
+        "start + total + paused time"
+    );
 }
 
 #[test]
 fn count_up_is_a_stopwatch_with_a_cap() {
-    let s = run(&new(SyncMode::CountUp, 2, json!({"max_time_ms": 5000})), Command::Start, at(0));
+    let s = run(
+        &new(SyncMode::CountUp, 2, json!({"max_time_ms": 5000})),
+        Command::Start,
+        at(0),
+    );
     assert_eq!(deadline(&s), Some(at(5000)));
     assert_eq!(view(&s, at(1500)).participants[0].time_remaining_ms, 3500);
     let s = run(&s, switch(), at(2000));
@@ -318,11 +369,18 @@ fn count_up_is_a_stopwatch_with_a_cap() {
 
 #[test]
 fn end_session_timeout_expires_at_the_deadline_instant() {
-    let s = run(&new(SyncMode::PerParticipant, 2, json!({})), Command::Start, at(0));
+    let s = run(
+        &new(SyncMode::PerParticipant, 2, json!({})),
+        Command::Start,
+        at(0),
+    );
     // Detected 250 ms late: everything is still dated at the deadline.
     let d = decide(&s, &Command::Timeout, at(MIN + 250));
     let w = d.write.unwrap();
-    assert_eq!(kinds(&w), [EventKind::ParticipantExpired, EventKind::SessionExpired]);
+    assert_eq!(
+        kinds(&w),
+        [EventKind::ParticipantExpired, EventKind::SessionExpired]
+    );
     assert!(w.events.iter().all(|e| e.at == at(MIN)));
     let s = w.session;
     assert_eq!(s.status, Status::Expired);
@@ -337,14 +395,31 @@ fn end_session_timeout_expires_at_the_deadline_instant() {
 fn skip_cycle_hands_over_at_the_deadline_and_expires_when_nobody_is_left() {
     for kind in ["skip_cycle", "auto_action"] {
         let extra = json!({"action_on_timeout": {"type": kind, "action": "fold"}});
-        let s = run(&new(SyncMode::PerParticipant, 3, extra), Command::Start, at(0));
+        let s = run(
+            &new(SyncMode::PerParticipant, 3, extra),
+            Command::Start,
+            at(0),
+        );
         // Everybody silent: three chained timeouts, each exactly one bank long.
-        let w = decide(&s, &Command::Timeout, at(3 * MIN + 999)).write.unwrap();
-        let expired: Vec<_> = w.events.iter().filter(|e| e.kind == EventKind::ParticipantExpired).collect();
-        assert_eq!(expired.iter().map(|e| e.at).collect::<Vec<_>>(), [at(MIN), at(2 * MIN), at(3 * MIN)]);
+        let w = decide(&s, &Command::Timeout, at(3 * MIN + 999))
+            .write
+            .unwrap();
+        let expired: Vec<_> = w
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::ParticipantExpired)
+            .collect();
+        assert_eq!(
+            expired.iter().map(|e| e.at).collect::<Vec<_>>(),
+            [at(MIN), at(2 * MIN), at(3 * MIN)]
+        );
         assert_eq!(w.events.last().unwrap().kind, EventKind::SessionExpired);
         assert_eq!(w.session.status, Status::Expired);
-        assert_eq!(w.session.version, s.version + 1, "one write however many timeouts");
+        assert_eq!(
+            w.session.version,
+            s.version + 1,
+            "one write however many timeouts"
+        );
 
         // Only the first timed out: the second player runs from the deadline.
         let s1 = run(&s, Command::Timeout, at(MIN + 10));
@@ -374,7 +449,11 @@ fn auto_advance_means_skip_cycle() {
 
 #[test]
 fn per_cycle_skips_forever_with_exact_cadence() {
-    let s = run(&new(SyncMode::PerCycle, 2, json!({})), Command::Start, at(0));
+    let s = run(
+        &new(SyncMode::PerCycle, 2, json!({})),
+        Command::Start,
+        at(0),
+    );
     let s = run(&s, Command::Timeout, at(95_000));
     // Cycles ended at 30, 60 and 90 s; the fourth started at 90 s.
     assert_eq!(s.status, Status::Running);
@@ -388,20 +467,39 @@ fn per_cycle_skips_forever_with_exact_cadence() {
 #[test]
 fn timeouts_per_mode_with_end_session() {
     for mode in SyncMode::ALL {
-        let s = new(mode, 2, json!({"action_on_timeout": {"type": "end_session"}}));
+        let s = new(
+            mode,
+            2,
+            json!({"action_on_timeout": {"type": "end_session"}}),
+        );
         let s = run(&s, Command::Start, at(0));
         let due = deadline(&s).unwrap();
-        assert!(decide(&s, &Command::Timeout, Timestamp(due.ms() - 1)).write.is_none(), "{mode:?}");
+        assert!(
+            decide(&s, &Command::Timeout, Timestamp(due.ms() - 1))
+                .write
+                .is_none(),
+            "{mode:?}"
+        );
         let s = run(&s, Command::Timeout, due);
         assert_eq!(s.status, Status::Expired, "{mode:?}");
         assert!(s.participants[0].has_expired, "{mode:?}");
-        assert!(view(&s, due).participants.iter().take(1).all(|p| p.time_remaining_ms == 0));
+        assert!(
+            view(&s, due)
+                .participants
+                .iter()
+                .take(1)
+                .all(|p| p.time_remaining_ms == 0)
+        );
     }
 }
 
 #[test]
 fn global_clock_ends_the_session_whatever_the_action() {
-    let s = new(SyncMode::Global, 2, json!({"action_on_timeout": {"type": "skip_cycle"}}));
+    let s = new(
+        SyncMode::Global,
+        2,
+        json!({"action_on_timeout": {"type": "skip_cycle"}}),
+    );
     let s = run(&s, Command::Start, at(0));
     let s = run(&s, Command::Timeout, at(10 * MIN));
     assert_eq!(s.status, Status::Expired);
@@ -409,7 +507,11 @@ fn global_clock_ends_the_session_whatever_the_action() {
 
 #[test]
 fn per_group_skip_expires_the_whole_group() {
-    let s = new(SyncMode::PerGroup, 4, json!({"action_on_timeout": {"type": "skip_cycle"}}));
+    let s = new(
+        SyncMode::PerGroup,
+        4,
+        json!({"action_on_timeout": {"type": "skip_cycle"}}),
+    );
     let s = run(&s, Command::Start, at(0));
     let s = run(&s, Command::Timeout, at(MIN));
     assert_eq!(s.status, Status::Running);
@@ -420,7 +522,11 @@ fn per_group_skip_expires_the_whole_group() {
 
 #[test]
 fn count_up_timeout_at_the_cap() {
-    let s = run(&new(SyncMode::CountUp, 1, json!({"max_time_ms": 2000})), Command::Start, at(0));
+    let s = run(
+        &new(SyncMode::CountUp, 1, json!({"max_time_ms": 2000})),
+        Command::Start,
+        at(0),
+    );
     let s = run(&s, Command::Timeout, at(2500));
     assert_eq!(s.status, Status::Expired);
     assert_eq!(s.participants[0].time_used_ms, 2000, "capped, not 2500");
@@ -428,10 +534,20 @@ fn count_up_timeout_at_the_cap() {
 
 #[test]
 fn a_command_after_the_deadline_acts_on_the_timed_out_state() {
-    let s = run(&new(SyncMode::PerParticipant, 2, json!({})), Command::Start, at(0));
+    let s = run(
+        &new(SyncMode::PerParticipant, 2, json!({})),
+        Command::Start,
+        at(0),
+    );
     let d = decide(&s, &switch(), at(MIN + 1));
     // The switch is refused, but the timeout it uncovered is written.
-    assert!(matches!(d.result, Err(DomainError::InvalidTransition { status: Status::Expired, .. })));
+    assert!(matches!(
+        d.result,
+        Err(DomainError::InvalidTransition {
+            status: Status::Expired,
+            ..
+        })
+    ));
     assert_eq!(d.write.unwrap().session.status, Status::Expired);
 
     // With skip_cycle the switch applies to the next participant's cycle.
@@ -440,15 +556,28 @@ fn a_command_after_the_deadline_acts_on_the_timed_out_state() {
     let d = decide(&s, &switch(), at(MIN + 5000));
     d.result.unwrap();
     let w = d.write.unwrap();
-    assert_eq!(kinds(&w), [EventKind::ParticipantExpired, EventKind::CycleSwitched]);
-    assert_eq!(w.session.participants[1].time_used_ms, 5000, "charged from the deadline");
+    assert_eq!(
+        kinds(&w),
+        [EventKind::ParticipantExpired, EventKind::CycleSwitched]
+    );
+    assert_eq!(
+        w.session.participants[1].time_used_ms, 5000,
+        "charged from the deadline"
+    );
     assert_eq!(w.session.active_participant_id, Some(pid(2)));
 }
 
 #[test]
 fn a_read_after_the_deadline_shows_zero() {
-    let s = run(&new(SyncMode::PerParticipant, 1, json!({})), Command::Start, at(0));
-    assert_eq!(view(&s, at(MIN + 5000)).participants[0].time_remaining_ms, 0);
+    let s = run(
+        &new(SyncMode::PerParticipant, 1, json!({})),
+        Command::Start,
+        at(0),
+    );
+    assert_eq!(
+        view(&s, at(MIN + 5000)).participants[0].time_remaining_ms,
+        0
+    );
 }
 
 #[test]
@@ -461,7 +590,10 @@ fn complete_from_pending_and_events_carry_times() {
     let s = run(&s, Command::Start, at(0));
     let w = decide(&s, &switch(), at(1234)).write.unwrap();
     let e = &w.events[0];
-    assert_eq!((e.participant_id, e.time_elapsed_ms, e.time_remaining_ms), (Some(pid(0)), Some(1234), Some(MIN - 1234)));
+    assert_eq!(
+        (e.participant_id, e.time_elapsed_ms, e.time_remaining_ms),
+        (Some(pid(0)), Some(1234), Some(MIN - 1234))
+    );
 }
 
 #[test]
@@ -471,20 +603,74 @@ fn create_validation_names_every_field() {
         (json!([1, 2]), "body"),
         (json!({}), "session_id"),
         (json!({"session_id": "nope"}), "session_id"),
-        (body(SyncMode::PerParticipant, 1, json!({"sync_mode": "chess"})), "sync_mode"),
-        (body(SyncMode::PerParticipant, 1, json!({"total_time_ms": 999})), "total_time_ms"),
-        (body(SyncMode::PerParticipant, 1, json!({"total_time_ms": 1e300})), "total_time_ms"),
-        (body(SyncMode::PerParticipant, 1, json!({"total_time_ms": -5})), "total_time_ms"),
-        (body(SyncMode::PerParticipant, 1, json!({"total_time_ms": "60000"})), "total_time_ms"),
-        (body(SyncMode::PerParticipant, 1, json!({"increment_ms": 60_001})), "increment_ms"),
-        (body(SyncMode::PerParticipant, 1, json!({"max_time_ms": 0})), "max_time_ms"),
-        (body(SyncMode::PerParticipant, 1, json!({"metadata": [1]})), "metadata"),
-        (body(SyncMode::PerParticipant, 1, json!({"metadata": {"x": "a".repeat(17_000)}})), "metadata"),
-        (body(SyncMode::PerParticipant, 1, json!({"participants": []})), "participants"),
-        (body(SyncMode::PerParticipant, 1, json!({"participants": {}})), "participants"),
-        (body(SyncMode::PerParticipant, 1, json!({"action_on_timeout": {"type": "explode"}})), "action_on_timeout.type"),
-        (body(SyncMode::PerParticipant, 1, json!({"auto_advance": "yes"})), "auto_advance"),
-        (body(SyncMode::PerCycle, 1, json!({"time_per_cycle_ms": null})), "time_per_cycle_ms"),
+        (
+            body(SyncMode::PerParticipant, 1, json!({"sync_mode": "chess"})),
+            "sync_mode",
+        ),
+        (
+            body(SyncMode::PerParticipant, 1, json!({"total_time_ms": 999})),
+            "total_time_ms",
+        ),
+        (
+            body(SyncMode::PerParticipant, 1, json!({"total_time_ms": 1e300})),
+            "total_time_ms",
+        ),
+        (
+            body(SyncMode::PerParticipant, 1, json!({"total_time_ms": -5})),
+            "total_time_ms",
+        ),
+        (
+            body(
+                SyncMode::PerParticipant,
+                1,
+                json!({"total_time_ms": "60000"}),
+            ),
+            "total_time_ms",
+        ),
+        (
+            body(SyncMode::PerParticipant, 1, json!({"increment_ms": 60_001})),
+            "increment_ms",
+        ),
+        (
+            body(SyncMode::PerParticipant, 1, json!({"max_time_ms": 0})),
+            "max_time_ms",
+        ),
+        (
+            body(SyncMode::PerParticipant, 1, json!({"metadata": [1]})),
+            "metadata",
+        ),
+        (
+            body(
+                SyncMode::PerParticipant,
+                1,
+                json!({"metadata": {"x": "a".repeat(17_000)}}),
+            ),
+            "metadata",
+        ),
+        (
+            body(SyncMode::PerParticipant, 1, json!({"participants": []})),
+            "participants",
+        ),
+        (
+            body(SyncMode::PerParticipant, 1, json!({"participants": {}})),
+            "participants",
+        ),
+        (
+            body(
+                SyncMode::PerParticipant,
+                1,
+                json!({"action_on_timeout": {"type": "explode"}}),
+            ),
+            "action_on_timeout.type",
+        ),
+        (
+            body(SyncMode::PerParticipant, 1, json!({"auto_advance": "yes"})),
+            "auto_advance",
+        ),
+        (
+            body(SyncMode::PerCycle, 1, json!({"time_per_cycle_ms": null})),
+            "time_per_cycle_ms",
+        ),
     ];
     for (b, field) in cases {
         let errs = NewSession::parse(&b).unwrap_err();
@@ -492,15 +678,28 @@ fn create_validation_names_every_field() {
     }
 
     let mut b = body(SyncMode::PerGroup, 2, json!({}));
-    b["participants"][1].as_object_mut().unwrap().remove("group_id");
+    b["participants"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("group_id");
     let errs = NewSession::parse(&b).unwrap_err();
     assert_eq!(errs[0].field, "participants[1].group_id");
 
     let mut b = body(SyncMode::PerParticipant, 2, json!({}));
     b["participants"][1]["participant_id"] = b["participants"][0]["participant_id"].clone();
     b["participants"][1]["participant_index"] = json!(0);
-    let fields: Vec<String> = NewSession::parse(&b).unwrap_err().into_iter().map(|e| e.field).collect();
-    assert_eq!(fields, ["participants[1].participant_id", "participants[1].participant_index"]);
+    let fields: Vec<String> = NewSession::parse(&b)
+        .unwrap_err()
+        .into_iter()
+        .map(|e| e.field)
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "participants[1].participant_id",
+            "participants[1].participant_index"
+        ]
+    );
 
     assert!(NewSession::parse(&body(SyncMode::PerParticipant, 1000, json!({}))).is_ok());
     let errs = NewSession::parse(&body(SyncMode::PerParticipant, 1001, json!({}))).unwrap_err();
@@ -509,7 +708,11 @@ fn create_validation_names_every_field() {
 
 #[test]
 fn create_sorts_by_index_and_ignores_unknown_fields() {
-    let mut b = body(SyncMode::PerParticipant, 3, json!({"whatever": {"deep": true}}));
+    let mut b = body(
+        SyncMode::PerParticipant,
+        3,
+        json!({"whatever": {"deep": true}}),
+    );
     b["participants"][0]["participant_index"] = json!(7);
     let s = NewSession::parse(&b).unwrap().into_created(T0).session;
     let order: Vec<u32> = s.participants.iter().map(|p| p.participant_index).collect();
@@ -576,20 +779,32 @@ fn check_conservation(s: &Session, initial: &[i64], increments: &[i64], now: Tim
         match s.sync_mode {
             SyncMode::PerParticipant | SyncMode::PerGroup => {
                 assert_eq!(p.time_used_ms + p.total_time_ms, initial[i] + increments[i]);
-                assert_eq!(running + v.participants[i].time_remaining_ms, p.total_time_ms);
+                assert_eq!(
+                    running + v.participants[i].time_remaining_ms,
+                    p.total_time_ms
+                );
             }
             SyncMode::CountUp => {
-                assert_eq!(p.time_used_ms + running + v.participants[i].time_remaining_ms, s.count_up_cap());
+                assert_eq!(
+                    p.time_used_ms + running + v.participants[i].time_remaining_ms,
+                    s.count_up_cap()
+                );
             }
             SyncMode::PerCycle if p.is_active => {
                 let cycle = s.time_per_cycle_ms.unwrap();
-                assert_eq!(s.cycle_time_used_ms + running + v.participants[i].time_remaining_ms, cycle);
+                assert_eq!(
+                    s.cycle_time_used_ms + running + v.participants[i].time_remaining_ms,
+                    cycle
+                );
             }
             SyncMode::PerCycle => {}
             SyncMode::Global => {
                 let used: i64 = s.participants.iter().map(|p| p.time_used_ms).sum();
                 let clock = if s.status == Status::Running { live } else { 0 };
-                assert_eq!(used + clock + v.participants[i].time_remaining_ms, s.total_time_ms);
+                assert_eq!(
+                    used + clock + v.participants[i].time_remaining_ms,
+                    s.total_time_ms
+                );
             }
         }
     }

@@ -132,7 +132,13 @@ fn start(s: &mut Session, now: Timestamp, events: &mut Vec<Event>) -> Result<(),
     s.cycle_started_at = Some(now);
     s.cycle_time_used_ms = 0;
     set_active(s, 0);
-    events.push(participant_event(s, EventKind::SessionStarted, 0, now, None));
+    events.push(participant_event(
+        s,
+        EventKind::SessionStarted,
+        0,
+        now,
+        None,
+    ));
     Ok(())
 }
 
@@ -191,7 +197,13 @@ fn pause(s: &mut Session, now: Timestamp, events: &mut Vec<Event>) -> Result<(),
     let charged = charge(s, now);
     s.status = Status::Paused;
     let active = s.active_index().unwrap_or(0);
-    events.push(participant_event(s, EventKind::SessionPaused, active, now, Some(charged)));
+    events.push(participant_event(
+        s,
+        EventKind::SessionPaused,
+        active,
+        now,
+        Some(charged),
+    ));
     Ok(())
 }
 
@@ -202,7 +214,13 @@ fn resume(s: &mut Session, now: Timestamp, events: &mut Vec<Event>) -> Result<()
     s.status = Status::Running;
     s.cycle_started_at = Some(now);
     let active = s.active_index().unwrap_or(0);
-    events.push(participant_event(s, EventKind::SessionResumed, active, now, None));
+    events.push(participant_event(
+        s,
+        EventKind::SessionResumed,
+        active,
+        now,
+        None,
+    ));
     Ok(())
 }
 
@@ -247,7 +265,8 @@ fn time_out(s: &mut Session, due: Timestamp, events: &mut Vec<Event>) {
     s.expired_participant_id = Some(s.participants[active].participant_id);
 
     // The global clock is shared: once it is out, nobody has time left.
-    let skip = s.action_on_timeout.kind != TimeoutKind::EndSession && s.sync_mode != SyncMode::Global;
+    let skip =
+        s.action_on_timeout.kind != TimeoutKind::EndSession && s.sync_mode != SyncMode::Global;
     // In per_cycle a skipped participant gets a fresh cycle next turn, so it
     // is not out of the game; in the other modes its own time is gone.
     let marks_expired = !skip || s.sync_mode != SyncMode::PerCycle;

@@ -59,9 +59,19 @@ impl ApiError {
                 if more > 0 {
                     message.push_str(&format!(" (and {more} more)"));
                 }
-                (StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message, Some(json!(details)))
+                (
+                    StatusCode::BAD_REQUEST,
+                    "VALIDATION_ERROR",
+                    message,
+                    Some(json!(details)),
+                )
             }
-            InvalidTransition(m) => (StatusCode::BAD_REQUEST, "INVALID_STATE_TRANSITION", m.clone(), None),
+            InvalidTransition(m) => (
+                StatusCode::BAD_REQUEST,
+                "INVALID_STATE_TRANSITION",
+                m.clone(),
+                None,
+            ),
             SessionNotFound(m) => (StatusCode::NOT_FOUND, "SESSION_NOT_FOUND", m.clone(), None),
             Conflict { expected, actual } => (
                 StatusCode::CONFLICT,
@@ -134,7 +144,9 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         match e {
             DomainError::InvalidTransition { .. } => ApiError::InvalidTransition(e.to_string()),
-            DomainError::VersionMismatch { expected, actual } => ApiError::Conflict { expected, actual },
+            DomainError::VersionMismatch { expected, actual } => {
+                ApiError::Conflict { expected, actual }
+            }
             DomainError::UnknownParticipant(_) | DomainError::ParticipantExpired(_) => {
                 ApiError::field("next_participant_id", e.to_string())
             }

@@ -44,7 +44,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
             } else {
-                ApiError::field("body", format!("could not be read: {}", rejection.body_text()))
+                ApiError::field(
+                    "body",
+                    format!("could not be read: {}", rejection.body_text()),
+                )
             }
         })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -73,8 +76,14 @@ fn is_json(headers: &HeaderMap) -> bool {
     let Some(ct) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Nesting depth of a JSON value (a scalar is 0, `[]` is 1). Iterative, so a

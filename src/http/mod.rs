@@ -20,13 +20,13 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::handler::Handler;
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, on};
-use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any as AnyOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -78,7 +78,11 @@ fn route_table() -> RouteTable {
         .add(Method::POST, "/v1/sessions/{id}/switch", sessions::switch)
         .add(Method::POST, "/v1/sessions/{id}/pause", sessions::pause)
         .add(Method::POST, "/v1/sessions/{id}/resume", sessions::resume)
-        .add(Method::POST, "/v1/sessions/{id}/complete", sessions::complete)
+        .add(
+            Method::POST,
+            "/v1/sessions/{id}/complete",
+            sessions::complete,
+        )
         .add(Method::GET, "/v1/time", health::time)
         .add(Method::GET, "/health", health::health)
         .add(Method::GET, "/ready", health::ready)
@@ -97,7 +101,11 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
     let router = route_table()
         .router
         .fallback(|req: Request| async move {
-            ApiError::RouteNotFound(format!("No route for {} {}", req.method(), req.uri().path()))
+            ApiError::RouteNotFound(format!(
+                "No route for {} {}",
+                req.method(),
+                req.uri().path()
+            ))
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(

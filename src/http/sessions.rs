@@ -21,11 +21,20 @@ struct Data<T> {
 }
 
 fn state_response(status: StatusCode, s: &Snapshot) -> Response {
-    (status, Json(Data { data: domain::view(&s.session, s.at) })).into_response()
+    (
+        status,
+        Json(Data {
+            data: domain::view(&s.session, s.at),
+        }),
+    )
+        .into_response()
 }
 
 /// POST /v1/sessions
-pub async fn create(State(app): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+pub async fn create(
+    State(app): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let body = body.ok_or_else(|| ApiError::field("body", "is required"))?;
     let new = NewSession::parse(&body).map_err(|details| ApiError::Validation { details })?;
     let snapshot = app.engine.create(new).await?;
@@ -33,13 +42,19 @@ pub async fn create(State(app): State<AppState>, JsonBody(body): JsonBody) -> Re
 }
 
 /// GET /v1/sessions/{id}
-pub async fn get(State(app): State<AppState>, SessionPath(id): SessionPath) -> Result<Response, ApiError> {
+pub async fn get(
+    State(app): State<AppState>,
+    SessionPath(id): SessionPath,
+) -> Result<Response, ApiError> {
     let snapshot = app.engine.get(id).await?;
     Ok(state_response(StatusCode::OK, &snapshot))
 }
 
 /// DELETE /v1/sessions/{id}: idempotent, 204 for unknown ids too.
-pub async fn delete(State(app): State<AppState>, SessionPath(id): SessionPath) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(app): State<AppState>,
+    SessionPath(id): SessionPath,
+) -> Result<StatusCode, ApiError> {
     app.engine.delete(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -66,14 +81,19 @@ fn parse_switch(body: Option<&Value>) -> Result<Command, ApiError> {
             expected_version: None,
         });
     };
-    let obj = body.as_object().ok_or_else(|| ApiError::field("body", "must be a JSON object"))?;
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::field("body", "must be a JSON object"))?;
     let mut details = Vec::new();
     let next_participant_id = match obj.get("next_participant_id") {
         None | Some(Value::Null) => None,
         Some(v) => {
             let id = v.as_str().and_then(ParticipantId::parse);
             if id.is_none() {
-                details.push(FieldError::new("next_participant_id", "must be a UUID string"));
+                details.push(FieldError::new(
+                    "next_participant_id",
+                    "must be a UUID string",
+                ));
             }
             id
         }
@@ -83,7 +103,10 @@ fn parse_switch(body: Option<&Value>) -> Result<Command, ApiError> {
         Some(v) => {
             let n = v.as_u64().filter(|&n| n >= 1);
             if n.is_none() {
-                details.push(FieldError::new("expected_version", "must be a positive integer"));
+                details.push(FieldError::new(
+                    "expected_version",
+                    "must be a positive integer",
+                ));
             }
             n
         }

@@ -58,7 +58,10 @@ pub struct Write<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FeedEvent {
     /// A message published for a session this instance subscribed to.
-    Message { session_id: SessionId, payload: Bytes },
+    Message {
+        session_id: SessionId,
+        payload: Bytes,
+    },
     /// The subscription link was lost and is back: updates may have been
     /// missed, so every local subscriber needs a fresh full state.
     Resubscribed,

@@ -18,10 +18,16 @@ async fn unknown_sessions_are_404_on_every_route_and_delete_is_idempotent() {
         (Method::POST, format!("/v1/sessions/{id}/complete")),
     ] {
         let r = app.call(method.clone(), &path, None).await;
-        assert_eq!((r.status.as_u16(), r.code()), (404, "SESSION_NOT_FOUND"), "{method} {path}");
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (404, "SESSION_NOT_FOUND"),
+            "{method} {path}"
+        );
         assert!(r.body["error"]["message"].as_str().unwrap().contains(&id));
     }
-    let r = app.call(Method::DELETE, &format!("/v1/sessions/{id}"), None).await;
+    let r = app
+        .call(Method::DELETE, &format!("/v1/sessions/{id}"), None)
+        .await;
     assert_eq!(r.status, 204);
 }
 
@@ -46,11 +52,20 @@ async fn expected_version_mismatch_is_409_conflict_with_both_versions() {
     app.create(&body).await;
     app.command(&id, "start").await; // version 2
     let r = app
-        .post(&format!("/v1/sessions/{id}/switch"), Some(json!({"expected_version": 1})))
+        .post(
+            &format!("/v1/sessions/{id}/switch"),
+            Some(json!({"expected_version": 1})),
+        )
         .await;
     assert_eq!((r.status.as_u16(), r.code()), (409, "CONFLICT"));
-    assert_eq!(r.body["error"]["details"], json!({"expected_version": 1, "actual_version": 2}));
-    assert_eq!(app.get(&format!("/v1/sessions/{id}")).await.data()["version"], 2);
+    assert_eq!(
+        r.body["error"]["details"],
+        json!({"expected_version": 1, "actual_version": 2})
+    );
+    assert_eq!(
+        app.get(&format!("/v1/sessions/{id}")).await.data()["version"],
+        2
+    );
 }
 
 #[tokio::test]
@@ -67,12 +82,19 @@ async fn invalid_transitions_name_the_current_status() {
     ];
     for (cmd, msg) in cases {
         let r = app.post(&format!("/v1/sessions/{id}/{cmd}"), None).await;
-        assert_eq!((r.status.as_u16(), r.code()), (400, "INVALID_STATE_TRANSITION"), "{cmd}");
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (400, "INVALID_STATE_TRANSITION"),
+            "{cmd}"
+        );
         assert_eq!(r.body["error"]["message"], format!("Session {id} {msg}"));
     }
     app.command(&id, "start").await;
     let r = app.post(&format!("/v1/sessions/{id}/start"), None).await;
-    assert_eq!(r.body["error"]["message"], format!("Session {id} cannot be started (current status: running)"));
+    assert_eq!(
+        r.body["error"]["message"],
+        format!("Session {id} cannot be started (current status: running)")
+    );
     app.command(&id, "complete").await;
     for cmd in ["start", "switch", "pause", "resume", "complete"] {
         let r = app.post(&format!("/v1/sessions/{id}/{cmd}"), None).await;
@@ -90,12 +112,24 @@ async fn switching_to_a_stranger_is_400_naming_the_field() {
     app.command(&id, "start").await;
     let stranger = uuid();
     let r = app
-        .post(&format!("/v1/sessions/{id}/switch"), Some(json!({"next_participant_id": stranger})))
+        .post(
+            &format!("/v1/sessions/{id}/switch"),
+            Some(json!({"next_participant_id": stranger})),
+        )
         .await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "VALIDATION_ERROR"));
     assert_eq!(r.fields(), ["next_participant_id"]);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains(&stranger));
-    assert_eq!(app.get(&format!("/v1/sessions/{id}")).await.data()["version"], 2, "nothing written");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&stranger)
+    );
+    assert_eq!(
+        app.get(&format!("/v1/sessions/{id}")).await.data()["version"],
+        2,
+        "nothing written"
+    );
 }
 
 #[tokio::test]

@@ -14,9 +14,15 @@ async fn time_health_and_ready() {
     assert_eq!(t.body["drift_tolerance_ms"], 50);
     assert!(t.body.get("data").is_none(), "plain object, no envelope");
 
-    assert_eq!(app.get("/health").await.body, serde_json::json!({"status": "ok"}));
+    assert_eq!(
+        app.get("/health").await.body,
+        serde_json::json!({"status": "ok"})
+    );
     let ready = app.get("/ready").await;
-    assert_eq!((ready.status.as_u16(), ready.body["status"].as_str()), (200, Some("ready")));
+    assert_eq!(
+        (ready.status.as_u16(), ready.body["status"].as_str()),
+        (200, Some("ready"))
+    );
 }
 
 #[tokio::test]
@@ -25,9 +31,15 @@ async fn metrics_expose_request_histograms_with_buckets() {
     app.get("/health").await;
     let m = app.get("/metrics").await;
     assert_eq!(m.status, 200);
-    assert!(m.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
     assert!(
-        m.text.contains("synckairos_http_request_duration_seconds_bucket{"),
+        m.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert!(
+        m.text
+            .contains("synckairos_http_request_duration_seconds_bucket{"),
         "histogram with buckets, not a summary:\n{}",
         m.text
     );
@@ -68,7 +80,18 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
     let codes = doc["components"]["schemas"]["ErrorCode"]["enum"]
         .as_array()
         .expect("ErrorCode enum");
-    for code in ["VALIDATION_ERROR", "INVALID_STATE_TRANSITION", "SESSION_NOT_FOUND", "CONFLICT", "SESSION_EXISTS", "PAYLOAD_TOO_LARGE", "SERVICE_UNAVAILABLE", "INTERNAL_ERROR", "NOT_FOUND", "METHOD_NOT_ALLOWED"] {
+    for code in [
+        "VALIDATION_ERROR",
+        "INVALID_STATE_TRANSITION",
+        "SESSION_NOT_FOUND",
+        "CONFLICT",
+        "SESSION_EXISTS",
+        "PAYLOAD_TOO_LARGE",
+        "SERVICE_UNAVAILABLE",
+        "INTERNAL_ERROR",
+        "NOT_FOUND",
+        "METHOD_NOT_ALLOWED",
+    ] {
         assert!(codes.iter().any(|c| c == code), "{code} undocumented");
     }
 }
@@ -78,7 +101,9 @@ async fn every_served_route_answers_and_none_falls_through() {
     let app = spawn_app().await;
     let id = uuid();
     for (method, path) in synckairos::http::routes() {
-        let r = app.call(method.clone(), &path.replace("{id}", &id), None).await;
+        let r = app
+            .call(method.clone(), &path.replace("{id}", &id), None)
+            .await;
         assert!(
             r.code() != "NOT_FOUND" && r.code() != "METHOD_NOT_ALLOWED",
             "{method} {path} is not routed: {}",

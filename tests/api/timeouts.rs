@@ -7,9 +7,16 @@ use synckairos::engine::Update;
 
 use crate::common::*;
 
-fn state_of(update: Update) -> (synckairos::domain::Session, Vec<synckairos::engine::TimeoutNotice>) {
+fn state_of(
+    update: Update,
+) -> (
+    synckairos::domain::Session,
+    Vec<synckairos::engine::TimeoutNotice>,
+) {
     match update {
-        Update::State { state, timeouts, .. } => (state, timeouts),
+        Update::State {
+            state, timeouts, ..
+        } => (*state, timeouts),
         Update::Deleted { .. } => panic!("unexpected deletion"),
     }
 }
@@ -54,9 +61,19 @@ async fn skip_cycle_chains_keep_exact_cadence() {
         app.advance(30_000);
         let (state, timeouts) = state_of(updates.next().await);
         assert_eq!(state.status, Status::Running);
-        assert_eq!(state.cycle_started_at, Some(T0.plus(30_000 * k)), "no drift");
-        assert_eq!(state.active_participant_id.unwrap().to_string(), ids[(k as usize) % 3]);
-        assert_eq!(timeouts[0].participant_id.to_string(), ids[(k as usize - 1) % 3]);
+        assert_eq!(
+            state.cycle_started_at,
+            Some(T0.plus(30_000 * k)),
+            "no drift"
+        );
+        assert_eq!(
+            state.active_participant_id.unwrap().to_string(),
+            ids[(k as usize) % 3]
+        );
+        assert_eq!(
+            timeouts[0].participant_id.to_string(),
+            ids[(k as usize - 1) % 3]
+        );
     }
 }
 
@@ -73,7 +90,12 @@ async fn a_switch_after_the_deadline_is_refused_and_the_timeout_stands() {
     let r = app.post(&format!("/v1/sessions/{id}/switch"), None).await;
     // Whether the scheduler or this switch writes the timeout first, the
     // outcome is the same: the switch is refused and the session expired once.
-    assert_eq!((r.status.as_u16(), r.code()), (400, "INVALID_STATE_TRANSITION"), "{}", r.text);
+    assert_eq!(
+        (r.status.as_u16(), r.code()),
+        (400, "INVALID_STATE_TRANSITION"),
+        "{}",
+        r.text
+    );
     assert!(r.text.contains("current status: expired"));
     let (state, _) = state_of(updates.next().await);
     assert_eq!(state.status, Status::Expired);

@@ -19,16 +19,33 @@ async fn malformed_bodies_are_400_validation_errors() {
         (JSON, b"{\"session_id\": ".to_vec(), "body"),
         (JSON, b"{'single': 'quotes'}".to_vec(), "body"),
         (JSON, vec![0xff, 0xfe, 0x00], "body"),
-        (JSON, b"{\"total_time_ms\": 99999999999999999999999999999}".to_vec(), "total_time_ms"),
+        (
+            JSON,
+            b"{\"total_time_ms\": 99999999999999999999999999999}".to_vec(),
+            "total_time_ms",
+        ),
         (Some("text/plain"), b"{}".to_vec(), "Content-Type"),
         (None, b"{}".to_vec(), "Content-Type"),
-        (Some("application/x-www-form-urlencoded"), b"a=b".to_vec(), "Content-Type"),
+        (
+            Some("application/x-www-form-urlencoded"),
+            b"a=b".to_vec(),
+            "Content-Type",
+        ),
     ];
     for (ct, body, field) in cases {
         let shown = String::from_utf8_lossy(&body).to_string();
         let r = app.raw(Method::POST, "/v1/sessions", ct, body).await;
-        assert_eq!((r.status.as_u16(), r.code()), (400, "VALIDATION_ERROR"), "{shown}: {}", r.text);
-        assert!(r.fields().contains(&field.to_owned()), "{shown}: {}", r.text);
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (400, "VALIDATION_ERROR"),
+            "{shown}: {}",
+            r.text
+        );
+        assert!(
+            r.fields().contains(&field.to_owned()),
+            "{shown}: {}",
+            r.text
+        );
     }
 }
 
@@ -51,16 +68,37 @@ async fn every_field_rule_is_enforced_and_named() {
         (json!({"max_time_ms": 999}), "max_time_ms"),
         (json!({"time_per_cycle_ms": "soon"}), "time_per_cycle_ms"),
         (json!({"metadata": "text"}), "metadata"),
-        (json!({"metadata": {"blob": "y".repeat(16_400)}}), "metadata"),
+        (
+            json!({"metadata": {"blob": "y".repeat(16_400)}}),
+            "metadata",
+        ),
         (json!({"participants": []}), "participants"),
         (json!({"participants": [null]}), "participants[0]"),
-        (json!({"participants": [{"participant_id": long, "participant_index": 0, "total_time_ms": 1000}]}), "participants[0].participant_id"),
-        (json!({"participants": [{"participant_id": uuid(), "participant_index": -1, "total_time_ms": 1000}]}), "participants[0].participant_index"),
-        (json!({"participants": [{"participant_id": uuid(), "participant_index": 0, "total_time_ms": 0}]}), "participants[0].total_time_ms"),
-        (json!({"participants": [{"participant_id": uuid(), "participant_index": 0}]}), "participants[0].total_time_ms"),
-        (json!({"participants": [{"participant_id": uuid(), "participant_index": 0, "total_time_ms": 1000, "group_id": "g1"}]}), "participants[0].group_id"),
+        (
+            json!({"participants": [{"participant_id": long, "participant_index": 0, "total_time_ms": 1000}]}),
+            "participants[0].participant_id",
+        ),
+        (
+            json!({"participants": [{"participant_id": uuid(), "participant_index": -1, "total_time_ms": 1000}]}),
+            "participants[0].participant_index",
+        ),
+        (
+            json!({"participants": [{"participant_id": uuid(), "participant_index": 0, "total_time_ms": 0}]}),
+            "participants[0].total_time_ms",
+        ),
+        (
+            json!({"participants": [{"participant_id": uuid(), "participant_index": 0}]}),
+            "participants[0].total_time_ms",
+        ),
+        (
+            json!({"participants": [{"participant_id": uuid(), "participant_index": 0, "total_time_ms": 1000, "group_id": "g1"}]}),
+            "participants[0].group_id",
+        ),
         (json!({"action_on_timeout": "skip"}), "action_on_timeout"),
-        (json!({"action_on_timeout": {"type": "skip_cycle", "action": long}}), "action_on_timeout.action"),
+        (
+            json!({"action_on_timeout": {"type": "skip_cycle", "action": long}}),
+            "action_on_timeout.action",
+        ),
         (json!({"auto_advance": 1}), "auto_advance"),
     ];
     for (patch, field) in cases {
@@ -69,9 +107,21 @@ async fn every_field_rule_is_enforced_and_named() {
             body[k] = v.clone();
         }
         let r = app.post("/v1/sessions", Some(body)).await;
-        assert_eq!((r.status.as_u16(), r.code()), (400, "VALIDATION_ERROR"), "{field}: {}", r.text);
-        assert!(r.fields().contains(&field.to_owned()), "{field}: {}", r.text);
-        assert!(r.body["error"]["message"].as_str().unwrap().contains(field), "message names {field}");
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (400, "VALIDATION_ERROR"),
+            "{field}: {}",
+            r.text
+        );
+        assert!(
+            r.fields().contains(&field.to_owned()),
+            "{field}: {}",
+            r.text
+        );
+        assert!(
+            r.body["error"]["message"].as_str().unwrap().contains(field),
+            "message names {field}"
+        );
     }
 }
 
@@ -84,7 +134,10 @@ async fn mode_specific_requirements() {
     assert_eq!(r.fields(), ["time_per_cycle_ms"]);
 
     let mut body = session_body("per_group", 2, 60_000);
-    body["participants"][1].as_object_mut().unwrap().remove("group_id");
+    body["participants"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("group_id");
     let r = app.post("/v1/sessions", Some(body)).await;
     assert_eq!(r.fields(), ["participants[1].group_id"]);
 
@@ -104,14 +157,19 @@ async fn a_thousand_participants_fit_and_a_thousand_and_one_do_not() {
 
     let body = session_body("per_participant", 1001, 60_000);
     let r = app.post("/v1/sessions", Some(body)).await;
-    assert_eq!((r.status.as_u16(), r.fields()), (400, vec!["participants".to_owned()]));
+    assert_eq!(
+        (r.status.as_u16(), r.fields()),
+        (400, vec!["participants".to_owned()])
+    );
 }
 
 #[tokio::test]
 async fn oversized_and_deeply_nested_bodies() {
     let app = spawn_app().await;
     let huge = format!("{{\"metadata\": \"{}\"}}", "z".repeat(300_000));
-    let r = app.raw(Method::POST, "/v1/sessions", JSON, huge.into_bytes()).await;
+    let r = app
+        .raw(Method::POST, "/v1/sessions", JSON, huge.into_bytes())
+        .await;
     assert_eq!((r.status.as_u16(), r.code()), (413, "PAYLOAD_TOO_LARGE"));
 
     let mut body = session_body("per_participant", 1, 60_000);
@@ -121,12 +179,17 @@ async fn oversized_and_deeply_nested_bodies() {
     }
     body["metadata"] = json!({ "deep": deep });
     let r = app.post("/v1/sessions", Some(body)).await;
-    assert_eq!((r.status.as_u16(), r.fields()), (400, vec!["body".to_owned()]));
+    assert_eq!(
+        (r.status.as_u16(), r.fields()),
+        (400, vec!["body".to_owned()])
+    );
     assert!(r.text.contains("deeper than 32"));
 
     // Deeper than serde_json's own recursion limit: still a clean 400.
     let bomb = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let r = app.raw(Method::POST, "/v1/sessions", JSON, bomb.into_bytes()).await;
+    let r = app
+        .raw(Method::POST, "/v1/sessions", JSON, bomb.into_bytes())
+        .await;
     assert_eq!(r.code(), "VALIDATION_ERROR");
 }
 
@@ -135,7 +198,12 @@ async fn bad_path_ids_and_switch_bodies() {
     let app = spawn_app().await;
     for bad in ["xyz", "12345", &"a".repeat(10_000), "%F0%9F%92%A9"] {
         let r = app.get(&format!("/v1/sessions/{bad}")).await;
-        assert_eq!((r.status.as_u16(), r.fields()), (400, vec!["id".to_owned()]), "{}", &bad[..bad.len().min(20)]);
+        assert_eq!(
+            (r.status.as_u16(), r.fields()),
+            (400, vec!["id".to_owned()]),
+            "{}",
+            &bad[..bad.len().min(20)]
+        );
     }
 
     let body = session_body("per_participant", 2, 60_000);
@@ -151,7 +219,11 @@ async fn bad_path_ids_and_switch_bodies() {
         (json!({"expected_version": 1e30}), "expected_version"),
     ] {
         let r = app.post(&path, Some(b.clone())).await;
-        assert_eq!((r.status.as_u16(), r.fields()), (400, vec![field.to_owned()]), "{b}");
+        assert_eq!(
+            (r.status.as_u16(), r.fields()),
+            (400, vec![field.to_owned()]),
+            "{b}"
+        );
     }
     // An empty JSON object, and no body at all, both advance.
     let r = app.post(&path, Some(json!({}))).await;

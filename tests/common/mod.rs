@@ -59,7 +59,9 @@ pub async fn spawn_app_manual_clock() -> TestApp {
 }
 
 pub async fn spawn_with(config: Config, clock: Clock, handle: Option<Arc<ManualClock>>) -> TestApp {
-    let server = Server::build(&config, clock).await.expect("test server starts");
+    let server = Server::build(&config, clock)
+        .await
+        .expect("test server starts");
     let base = format!("http://{}", server.local_addr());
     let engine = server.engine();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -102,7 +104,11 @@ impl Reply {
     pub fn fields(&self) -> Vec<String> {
         self.body["error"]["details"]
             .as_array()
-            .map(|d| d.iter().map(|e| e["field"].as_str().unwrap_or("").to_owned()).collect())
+            .map(|d| {
+                d.iter()
+                    .map(|e| e["field"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -118,8 +124,17 @@ impl TestApp {
     }
 
     /// Sends raw bytes with an optional content type.
-    pub async fn raw(&self, method: Method, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
-        let mut req = self.client.request(method, format!("{}{path}", self.base)).body(body);
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .body(body);
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
@@ -187,7 +202,10 @@ impl Watcher {
         let wait = async {
             loop {
                 match self.feed.recv().await {
-                    Ok(FeedEvent::Message { session_id, payload }) if session_id == self.id => {
+                    Ok(FeedEvent::Message {
+                        session_id,
+                        payload,
+                    }) if session_id == self.id => {
                         return serde_json::from_slice::<Update>(&payload).expect("update decodes");
                     }
                     Ok(_) => continue,

@@ -1,0 +1,349 @@
+//! The store contract, checked against every backend. Each backend gets the
+//! same scenarios through `conformance!`; the Redis backend joins with one line.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use synckairos::audit::AuditEvent;
+use synckairos::clock::Clock;
+use synckairos::domain::{Command, NewSession, Session, SessionId, Timestamp, deadline, decide};
+use synckairos::store::memory::MemoryStore;
+use synckairos::store::{FeedEvent, Store, StoreError, Write};
+
+use common::{T0, session_body};
+
+/// A fresh pending session (version 1).
+fn session() -> Session {
+    NewSession::parse(&session_body("per_participant", 2, 10_000))
+        .unwrap()
+        .into_created(T0)
+        .session
+}
+
+/// The session's next version after `cmd` at `at`.
+fn next(s: &Session, cmd: Command, at: Timestamp) -> Session {
+    decide(s, &cmd, at).write.unwrap().session
+}
+
+fn write<'a>(s: &'a Session, expected: u64, message: &'a Bytes) -> Write<'a> {
+    Write {
+        session: s,
+        expected_version: expected,
+        deadline: deadline(s),
+        events: &[],
+        message,
+    }
+}
+
+fn msg(text: &str) -> Bytes {
+    Bytes::from(text.to_owned())
+}
+
+/// Waits for the next feed message (fails after 5 s).
+async fn next_message(
+    feed: &mut tokio::sync::broadcast::Receiver<FeedEvent>,
+) -> (SessionId, Bytes) {
+    match tokio::time::timeout(Duration::from_secs(5), feed.recv()).await {
+        Ok(Ok(FeedEvent::Message {
+            session_id,
+            payload,
+        })) => (session_id, payload),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+pub async fn create_is_exclusive_and_get_round_trips(store: Arc<dyn Store>) {
+    let s = session();
+    let m = msg("created");
+    store.create(write(&s, 0, &m)).await.unwrap();
+    assert_eq!(store.get(s.session_id).await.unwrap(), Some(s.clone()));
+    assert_eq!(
+        store.create(write(&s, 0, &m)).await,
+        Err(StoreError::AlreadyExists)
+    );
+    assert_eq!(store.get(session().session_id).await.unwrap(), None);
+}
+
+pub async fn compare_and_set_checks_the_version(store: Arc<dyn Store>) {
+    let s1 = session();
+    let m = msg("x");
+    store.create(write(&s1, 0, &m)).await.unwrap();
+    let s2 = next(&s1, Command::Start, T0);
+    store.compare_and_set(write(&s2, 1, &m)).await.unwrap();
+    // A second writer that also read version 1 loses.
+    let other = next(&s1, Command::Complete, T0);
+    assert_eq!(
+        store.compare_and_set(write(&other, 1, &m)).await,
+        Err(StoreError::Conflict { actual: Some(2) })
+    );
+    assert_eq!(store.get(s1.session_id).await.unwrap().unwrap(), s2);
+    // A session that does not exist conflicts with no version.
+    let ghost = next(&session(), Command::Start, T0);
+    assert_eq!(
+        store.compare_and_set(write(&ghost, 1, &m)).await,
+        Err(StoreError::Conflict { actual: None })
+    );
+}
+
+pub async fn delete_is_versioned_and_removes_everything(store: Arc<dyn Store>) {
+    let s1 = session();
+    let m = msg("x");
+    store.create(write(&s1, 0, &m)).await.unwrap();
+    let s2 = next(&s1, Command::Start, T0);
+    store.compare_and_set(write(&s2, 1, &m)).await.unwrap();
+    let event = AuditEvent::deleted(s1.session_id, 3, T0);
+    assert_eq!(
+        store.delete(s1.session_id, 1, &event, &m).await,
+        Err(StoreError::Conflict { actual: Some(2) })
+    );
+    store.delete(s1.session_id, 2, &event, &m).await.unwrap();
+    assert_eq!(store.get(s1.session_id).await.unwrap(), None);
+    // Its deadline went with it.
+    let far = T0.plus(1_000_000);
+    assert!(store.claim_due(far, 5_000, 100).await.unwrap().is_empty());
+    assert_eq!(
+        store.delete(s1.session_id, 2, &event, &m).await,
+        Err(StoreError::Conflict { actual: None })
+    );
+}
+
+pub async fn due_entries_are_leased_to_one_claimer(store: Arc<dyn Store>) {
+    let s1 = session();
+    let m = msg("x");
+    store.create(write(&s1, 0, &m)).await.unwrap();
+    let running = next(&s1, Command::Start, T0); // deadline T0 + 10 s
+    store.compare_and_set(write(&running, 1, &m)).await.unwrap();
+    let due = T0.plus(10_000);
+
+    assert!(
+        store
+            .claim_due(due.plus(-1), 5_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.claim_due(due, 5_000, 100).await.unwrap(),
+        [s1.session_id]
+    );
+    // Leased: nobody else gets it until the lease runs out...
+    assert!(
+        store
+            .claim_due(due.plus(4_999), 5_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // ...and then it comes back, as if the claimer had died.
+    assert_eq!(
+        store.claim_due(due.plus(5_000), 5_000, 100).await.unwrap(),
+        [s1.session_id]
+    );
+
+    // A write replaces the lease with the real deadline (or none).
+    let paused = next(&running, Command::Pause, T0.plus(1_000));
+    store.compare_and_set(write(&paused, 2, &m)).await.unwrap();
+    assert!(
+        store
+            .claim_due(T0.plus(1_000_000), 5_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn claims_respect_the_limit(store: Arc<dyn Store>) {
+    let m = msg("x");
+    for _ in 0..5 {
+        let s = session();
+        store.create(write(&s, 0, &m)).await.unwrap();
+        let r = next(&s, Command::Start, T0);
+        store.compare_and_set(write(&r, 1, &m)).await.unwrap();
+    }
+    let later = T0.plus(60_000);
+    assert_eq!(store.claim_due(later, 5_000, 3).await.unwrap().len(), 3);
+    assert_eq!(store.claim_due(later, 5_000, 3).await.unwrap().len(), 2);
+}
+
+pub async fn reindex_only_touches_the_version_it_read(store: Arc<dyn Store>) {
+    let s1 = session();
+    let m = msg("x");
+    store.create(write(&s1, 0, &m)).await.unwrap();
+    let running = next(&s1, Command::Start, T0);
+    store.compare_and_set(write(&running, 1, &m)).await.unwrap();
+    let id = s1.session_id;
+
+    // A stale version changes nothing.
+    store.reindex(id, 1, Some(T0.plus(1))).await.unwrap();
+    assert!(
+        store
+            .claim_due(T0.plus(9_999), 5_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The current version moves the entry.
+    store.reindex(id, 2, Some(T0.plus(1))).await.unwrap();
+    assert_eq!(store.claim_due(T0.plus(1), 5_000, 10).await.unwrap(), [id]);
+    // An unknown session's entry is removed.
+    let ghost = session().session_id;
+    store.reindex(ghost, 0, None).await.unwrap();
+    assert_eq!(store.get(ghost).await.unwrap(), None);
+}
+
+pub async fn subscribers_get_exactly_their_sessions_messages(store: Arc<dyn Store>) {
+    let (a, b) = (session(), session());
+    let mut feed = store.feed();
+    store.subscribe(a.session_id).await.unwrap();
+    // Watching a session that does not exist yet sees its creation.
+    store.create(write(&a, 0, &msg("a1"))).await.unwrap();
+    store.create(write(&b, 0, &msg("b1"))).await.unwrap();
+    let a2 = next(&a, Command::Start, T0);
+    store
+        .compare_and_set(write(&a2, 1, &msg("a2")))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut feed).await, (a.session_id, msg("a1")));
+    assert_eq!(next_message(&mut feed).await, (a.session_id, msg("a2")));
+
+    store.unsubscribe(a.session_id).await.unwrap();
+    store.subscribe(b.session_id).await.unwrap();
+    let a3 = next(&a2, Command::Pause, T0);
+    store
+        .compare_and_set(write(&a3, 2, &msg("a3")))
+        .await
+        .unwrap();
+    let event = AuditEvent::deleted(b.session_id, 2, T0);
+    store
+        .delete(b.session_id, 1, &event, &msg("b-deleted"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut feed).await,
+        (b.session_id, msg("b-deleted"))
+    );
+}
+
+pub async fn ping_answers(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+}
+
+/// Generates one test per scenario for a backend built by `$make`.
+macro_rules! conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            conformance!(@tests $make;
+                create_is_exclusive_and_get_round_trips,
+                compare_and_set_checks_the_version,
+                delete_is_versioned_and_removes_everything,
+                due_entries_are_leased_to_one_claimer,
+                claims_respect_the_limit,
+                reindex_only_touches_the_version_it_read,
+                subscribers_get_exactly_their_sessions_messages,
+                ping_answers);
+        }
+    };
+    (@tests $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let store: Arc<dyn Store> = $make().await;
+                super::$name(store).await;
+            }
+        )*
+    };
+}
+
+async fn memory_store() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new(Clock::manual(T0).0, 3600))
+}
+
+conformance!(memory, memory_store);
+
+// ------------------------------------------------------- embedded-only checks
+
+#[tokio::test]
+async fn memory_sessions_expire_after_their_ttl_since_the_last_write() {
+    let (clock, time) = Clock::manual(T0);
+    let store = MemoryStore::new(clock, 60);
+    let s = session();
+    let m = msg("x");
+    store.create(write(&s, 0, &m)).await.unwrap();
+    time.advance(59_000);
+    let running = next(&s, Command::Start, time.now());
+    store.compare_and_set(write(&running, 1, &m)).await.unwrap(); // refreshes the TTL
+    time.advance(59_000);
+    assert!(store.get(s.session_id).await.unwrap().is_some());
+    time.advance(1_000);
+    assert_eq!(store.get(s.session_id).await.unwrap(), None);
+    // Its deadline entry is gone too, and the id can be reused.
+    assert!(
+        store
+            .claim_due(time.now().plus(1_000_000), 5_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.create(write(&s, 0, &m)).await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_outbox_keeps_the_events_of_each_write() {
+    let store = MemoryStore::new(Clock::manual(T0).0, 3600);
+    let t = NewSession::parse(&session_body("per_participant", 2, 10_000))
+        .unwrap()
+        .into_created(T0);
+    let snapshot = serde_json::to_value(&t.session).unwrap();
+    let events: Vec<AuditEvent> = t
+        .events
+        .iter()
+        .map(|e| AuditEvent::stamp(e, &t.session, &snapshot))
+        .collect();
+    let m = msg("x");
+    store
+        .create(Write {
+            events: &events,
+            ..write(&t.session, 0, &m)
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.outbox(), events);
+}
+
+#[tokio::test]
+async fn the_embedded_scheduler_wakes_at_the_earliest_deadline() {
+    let (clock, time) = Clock::manual(T0);
+    let store = Arc::new(MemoryStore::new(clock.clone(), 3600));
+    let waiter = {
+        let store = store.clone();
+        let clock = clock.clone();
+        tokio::spawn(async move { store.wait_for_due(&clock).await })
+    };
+    let s = session();
+    let m = msg("x");
+    store.create(write(&s, 0, &m)).await.unwrap();
+    let running = next(&s, Command::Start, T0);
+    store.compare_and_set(write(&running, 1, &m)).await.unwrap();
+    // The waiter was woken by the new index entry (not by time passing).
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let waiter = {
+        let store = store.clone();
+        let clock = clock.clone();
+        tokio::spawn(async move { store.wait_for_due(&clock).await })
+    };
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished());
+    time.advance(10_000); // the deadline
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+}
