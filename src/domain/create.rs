@@ -193,19 +193,27 @@ fn obj_has(obj: &Map<String, Value>, key: &str) -> bool {
     obj.get(key).is_some_and(|v| !v.is_null())
 }
 
-/// A present, non-null field, or an error naming it.
+/// A present, non-null top-level field, or an error naming it.
 fn required<'a>(
     obj: &'a Map<String, Value>,
     key: &str,
     errs: &mut Vec<FieldError>,
 ) -> Option<&'a Value> {
-    match obj.get(key) {
-        Some(v) if !v.is_null() => Some(v),
-        _ => {
-            errs.push(FieldError::new(key, "is required"));
-            None
-        }
+    required_at(obj, key, key, errs)
+}
+
+/// A present, non-null field `key` of `obj`, or an error naming its path `field`.
+fn required_at<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    field: &str,
+    errs: &mut Vec<FieldError>,
+) -> Option<&'a Value> {
+    let found = optional(obj, key);
+    if found.is_none() {
+        errs.push(FieldError::new(field, "is required"));
     }
+    found
 }
 
 /// An optional field; `null` counts as absent, as in v2.
@@ -339,13 +347,8 @@ fn participants(
             ));
             continue;
         };
-        let id = match optional(obj, "participant_id") {
-            None => {
-                errs.push(FieldError::new(at("participant_id"), "is required"));
-                None
-            }
-            Some(v) => uuid(v, &at("participant_id"), errs).map(ParticipantId),
-        };
+        let id = required_at(obj, "participant_id", &at("participant_id"), errs)
+            .and_then(|v| uuid(v, &at("participant_id"), errs).map(ParticipantId));
         if let Some(id) = id
             && !ids.insert(id)
         {
@@ -354,15 +357,9 @@ fn participants(
                 format!("duplicate participant_id {id}"),
             ));
         }
-        let index = match optional(obj, "participant_index") {
-            None => {
-                errs.push(FieldError::new(at("participant_index"), "is required"));
-                None
-            }
-            Some(v) => {
-                int_in(v, &at("participant_index"), 0, i64::from(u32::MAX), errs).map(|n| n as u32)
-            }
-        };
+        let index = required_at(obj, "participant_index", &at("participant_index"), errs)
+            .and_then(|v| int_in(v, &at("participant_index"), 0, i64::from(u32::MAX), errs))
+            .map(|n| n as u32);
         if let Some(index) = index
             && !indexes.insert(index)
         {
@@ -371,13 +368,8 @@ fn participants(
                 format!("duplicate participant_index {index}"),
             ));
         }
-        let total = match optional(obj, "total_time_ms") {
-            None => {
-                errs.push(FieldError::new(at("total_time_ms"), "is required"));
-                None
-            }
-            Some(v) => int_in(v, &at("total_time_ms"), MIN_TIME_MS, MAX_TIME_MS, errs),
-        };
+        let total = required_at(obj, "total_time_ms", &at("total_time_ms"), errs)
+            .and_then(|v| int_in(v, &at("total_time_ms"), MIN_TIME_MS, MAX_TIME_MS, errs));
         let group = match optional(obj, "group_id") {
             None if mode == Some(SyncMode::PerGroup) => {
                 errs.push(FieldError::new(
