@@ -31,6 +31,22 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Treat `REDIS_URL` as a node of a Redis Cluster (or use a
+    /// `redis-cluster://` URL).
+    #[arg(long, env = "REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_cluster: bool,
+
+    /// Upper bound on every Redis call, in milliseconds; past it the request
+    /// answers 503 instead of waiting.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub redis_timeout_ms: u64,
+
+    /// Connections in the Redis command pool (pub/sub has its own).
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub redis_pool_size: u64,
+
     /// PostgreSQL URL for the audit trail. Unset: audit off.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,

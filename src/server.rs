@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
+use crate::store::redis::{ConnectError, RedisOptions, RedisStore};
 use crate::{http, scheduler};
 
 /// Why an instance could not start; printed as one line by `main`.
@@ -24,8 +25,8 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("REDIS_URL is set, but this build only has the embedded backend; unset REDIS_URL")]
-    RedisUnsupported,
+    #[error(transparent)]
+    Redis(#[from] ConnectError),
 }
 
 /// A bound, ready-to-run instance.
@@ -38,11 +39,10 @@ pub struct Server {
 impl Server {
     /// Binds the listener and builds the store and engine; nothing runs until [`Server::run`].
     pub async fn build(config: &Config, clock: Clock) -> Result<Self, StartupError> {
-        if config.redis_url.is_some() {
-            return Err(StartupError::RedisUnsupported);
-        }
-        let store: Arc<dyn Store> =
-            Arc::new(MemoryStore::new(clock.clone(), config.session_ttl_seconds));
+        let store: Arc<dyn Store> = match &config.redis_url {
+            Some(url) => Arc::new(RedisStore::connect(redis_options(config, url)).await?),
+            None => Arc::new(MemoryStore::new(clock.clone(), config.session_ttl_seconds)),
+        };
         let engine = Arc::new(Engine::new(store, clock));
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr)
@@ -86,5 +86,20 @@ impl Server {
         background.cancel();
         let _ = timeouts.await;
         served
+    }
+}
+
+/// The Redis backend's settings from the server configuration.
+fn redis_options(config: &Config, url: &str) -> RedisOptions {
+    RedisOptions {
+        url: url.to_owned(),
+        cluster: config.redis_cluster,
+        buckets: config.buckets,
+        ttl_seconds: config.session_ttl_seconds,
+        timeout: std::time::Duration::from_millis(config.redis_timeout_ms),
+        pool_size: usize::try_from(config.redis_pool_size).unwrap_or(4),
+        // The audit drain arrives with the PostgreSQL issue; until then an
+        // outbox nobody drains would only grow.
+        outbox: false,
     }
 }

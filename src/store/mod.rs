@@ -12,6 +12,7 @@
 //! Redis backend is the production one.
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -103,7 +104,7 @@ pub trait Store: Send + Sync + 'static {
     /// receiver that lags gets `RecvError::Lagged` and must resynchronise.
     fn feed(&self) -> broadcast::Receiver<FeedEvent>;
 
-    /// Leases up to `limit` sessions whose deadline is at or before `now`: their
+    /// Leases up to `limit` sessions per bucket whose deadline is at or before `now`: their
     /// index entry moves to `now + lease_ms`, so if the claimer dies the entry
     /// comes back; the claimer's write replaces it with the real next deadline.
     async fn claim_due(

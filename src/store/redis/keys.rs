@@ -1,0 +1,85 @@
+//! The key layout. Every key of one session shares the hash tag `{b}` of its
+//! bucket, so one Lua script may touch them all, in standalone Redis and in
+//! Redis Cluster alike:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `sk:{b}:s:<id>` | hash `v`, `d` | version, state JSON; TTL refreshed on every write |
+//! | `sk:{b}:due` | sorted set | session id → deadline (epoch ms) or lease end |
+//! | `sk:{b}:audit` | stream | audit events (the outbox) |
+//! | `sk:{b}:c:<id>` | shard channel | updates of that session |
+//! | `sk:meta` | hash | `buckets`: the bucket count this deployment was created with |
+
+use crate::domain::SessionId;
+
+/// The deployment-wide metadata hash.
+pub const META: &str = "sk:meta";
+
+/// Which bucket a session lives in: FNV-1a over the UUID's bytes, so every
+/// instance (and any other tool) computes the same bucket.
+pub fn bucket(id: SessionId, buckets: u16) -> u16 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.0.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(buckets.max(1))) as u16
+}
+
+/// The state hash of a session.
+pub fn state(b: u16, id: SessionId) -> String {
+    format!("sk:{{{b}}}:s:{id}")
+}
+
+/// The deadline index of a bucket.
+pub fn due(b: u16) -> String {
+    format!("sk:{{{b}}}:due")
+}
+
+/// The audit outbox stream of a bucket.
+pub fn audit(b: u16) -> String {
+    format!("sk:{{{b}}}:audit")
+}
+
+/// The shard channel of a session.
+pub fn channel(b: u16, id: SessionId) -> String {
+    format!("sk:{{{b}}}:c:{id}")
+}
+
+/// The session a channel name belongs to.
+pub fn session_of_channel(channel: &str) -> Option<SessionId> {
+    channel.rsplit(':').next().and_then(SessionId::parse)
+}
+
+/// All keys one write touches, in the order the scripts expect them.
+pub fn session_keys(id: SessionId, buckets: u16) -> Vec<String> {
+    let b = bucket(id, buckets);
+    vec![state(b, id), due(b), audit(b), channel(b, id)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_bucket_hash_tag_and_channels_map_back() {
+        let id = SessionId::parse("6f1c2b1e-1111-4c1a-9a1a-000000000001").unwrap();
+        let keys = session_keys(id, 16);
+        let tag = format!("{{{}}}", bucket(id, 16));
+        assert!(keys.iter().all(|k| k.contains(&tag)), "{keys:?}");
+        assert_eq!(session_of_channel(&keys[3]), Some(id));
+    }
+
+    #[test]
+    fn buckets_spread_sessions_evenly() {
+        let mut counts = [0u32; 16];
+        for i in 0..16_000u128 {
+            counts[bucket(SessionId(uuid::Uuid::from_u128(i)), 16) as usize] += 1;
+        }
+        // Sequential ids (the worst realistic case) still spread within ±10 %.
+        assert!(
+            counts.iter().all(|&c| (900..=1100).contains(&c)),
+            "{counts:?}"
+        );
+    }
+}

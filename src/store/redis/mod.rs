@@ -1,0 +1,406 @@
+//! The production backend: Redis (standalone or Cluster) through fred.
+//!
+//! A pool of connections carries commands; a dedicated connection carries
+//! sharded pub/sub. Every write is one `EVALSHA` of `write.lua` (see
+//! [`keys`] for the layout), so a switch costs exactly two round trips: the
+//! `HGET` of the state and the script. Every call is bounded by
+//! `REDIS_TIMEOUT_MS`; a Redis outage surfaces as [`StoreError::Unavailable`]
+//! (503) and the clients reconnect by themselves.
+
+pub mod keys;
+mod pubsub;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::clients::{Pool, SubscriberClient};
+use fred::interfaces::{ClientLike, HashesInterface, LuaInterface, PubsubInterface};
+use fred::prelude::{Builder, Config as FredConfig, ReconnectPolicy};
+use fred::types::Value;
+use fred::types::scripts::Script;
+use thiserror::Error;
+use tokio::sync::broadcast;
+
+use super::{FeedEvent, Store, StoreError, Write};
+use crate::audit::AuditEvent;
+use crate::clock::Clock;
+use crate::domain::{Session, SessionId, Timestamp};
+
+/// How often the scheduler polls the due sets.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// Capacity of the instance's update feed (and of fred's message channel).
+const FEED_CAPACITY: usize = 4_096;
+
+/// Settings for [`RedisStore::connect`], taken from the server configuration.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// `redis://`, `rediss://` (TLS), or `redis-cluster://`/`rediss-cluster://`.
+    pub url: String,
+    /// Treat `url` as one node of a Redis Cluster.
+    pub cluster: bool,
+    pub buckets: u16,
+    pub ttl_seconds: u64,
+    /// Bound on every command, so an outage answers 503 instead of hanging.
+    pub timeout: Duration,
+    pub pool_size: usize,
+    /// Append audit events to the outbox streams (only useful with a drain).
+    pub outbox: bool,
+}
+
+/// Why the Redis backend could not start.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error("invalid REDIS_URL: {0}")]
+    Url(String),
+    #[error("cannot connect to Redis: {0}")]
+    Connect(String),
+    #[error(
+        "BUCKETS={configured} but this Redis was set up with {stored} buckets (sk:meta); \
+         every instance of a deployment must use the same BUCKETS"
+    )]
+    BucketMismatch { configured: u16, stored: String },
+}
+
+/// The scripts, loaded at start-up and called by SHA (reloaded on NOSCRIPT).
+struct Scripts {
+    write: Script,
+    delete: Script,
+    claim: Script,
+    reindex: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            write: Script::from_lua(include_str!("write.lua")),
+            delete: Script::from_lua(include_str!("delete.lua")),
+            claim: Script::from_lua(include_str!("claim.lua")),
+            reindex: Script::from_lua(include_str!("reindex.lua")),
+        }
+    }
+
+    fn all(&self) -> [&Script; 4] {
+        [&self.write, &self.delete, &self.claim, &self.reindex]
+    }
+}
+
+/// Redis-backed state store.
+pub struct RedisStore {
+    pool: Pool,
+    subscriber: SubscriberClient,
+    scripts: Scripts,
+    options: RedisOptions,
+    feed: broadcast::Sender<FeedEvent>,
+}
+
+impl RedisStore {
+    /// Connects, checks `BUCKETS` against `sk:meta`, loads the scripts and
+    /// starts draining pub/sub. Fails if Redis cannot be reached within the
+    /// connection timeout: an instance that never had a store is not started.
+    pub async fn connect(options: RedisOptions) -> Result<Self, ConnectError> {
+        let url = cluster_url(&options.url, options.cluster);
+        let config =
+            FredConfig::from_url(&url).map_err(|e| ConnectError::Url(e.details().to_owned()))?;
+        let mut builder = Builder::from_config(config);
+        builder
+            .with_performance_config(|p| {
+                p.default_command_timeout = options.timeout;
+                p.broadcast_channel_capacity = FEED_CAPACITY;
+            })
+            .with_connection_config(|c| {
+                c.connection_timeout = options.timeout.max(Duration::from_secs(1));
+                c.internal_command_timeout = options.timeout.max(Duration::from_secs(1));
+                // A write whose connection dropped mid-flight may have run:
+                // retrying it could report a conflict for our own success, so
+                // it fails (503) instead and the client re-reads.
+                c.max_command_attempts = 1;
+            })
+            // Reconnect forever, backing off from 10 ms to 1 s.
+            .set_policy(ReconnectPolicy::new_exponential(0, 10, 1_000, 2));
+        let pool = builder
+            .build_pool(options.pool_size.max(1))
+            .map_err(|e| ConnectError::Connect(e.to_string()))?;
+        let subscriber = builder
+            .build_subscriber_client()
+            .map_err(|e| ConnectError::Connect(e.to_string()))?;
+
+        let startup = Duration::from_secs(10);
+        let connected = async {
+            pool.init().await?;
+            subscriber.init().await?;
+            Ok::<_, fred::error::Error>(())
+        };
+        match tokio::time::timeout(startup, connected).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ConnectError::Connect(e.to_string())),
+            Err(_) => {
+                return Err(ConnectError::Connect(format!(
+                    "no answer within {startup:?}"
+                )));
+            }
+        }
+
+        check_buckets(&pool, options.buckets).await?;
+        let scripts = Scripts::new();
+        for script in scripts.all() {
+            script
+                .load(pool.next())
+                .await
+                .map_err(|e| ConnectError::Connect(format!("loading scripts: {e}")))?;
+        }
+
+        let feed = broadcast::channel(FEED_CAPACITY).0;
+        tokio::spawn(pubsub::drain(subscriber.clone(), feed.clone()));
+        Ok(Self {
+            pool,
+            subscriber,
+            scripts,
+            options,
+            feed,
+        })
+    }
+
+    fn bucket(&self, id: SessionId) -> u16 {
+        keys::bucket(id, self.options.buckets)
+    }
+
+    /// Runs a write-shaped script (`{1}` or `{0, stored version or -1}`).
+    async fn run_versioned(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<(), StoreError> {
+        let reply: Vec<i64> = script
+            .evalsha_with_reload(self.pool.next(), keys, args)
+            .await
+            .map_err(unavailable)?;
+        match reply.as_slice() {
+            [1] => Ok(()),
+            [0, actual] => Err(StoreError::Conflict {
+                actual: u64::try_from(*actual).ok(),
+            }),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected script reply {other:?}"
+            ))),
+        }
+    }
+
+    async fn write(&self, write: Write<'_>) -> Result<(), StoreError> {
+        let id = write.session.session_id;
+        let state =
+            serde_json::to_string(write.session).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut args: Vec<Value> = vec![
+            num(write.expected_version),
+            num(write.session.version),
+            state.into(),
+            i64::try_from(self.options.ttl_seconds)
+                .unwrap_or(i64::MAX)
+                .into(),
+            id.to_string().into(),
+            write
+                .deadline
+                .map(|d| d.ms().to_string())
+                .unwrap_or_default()
+                .into(),
+            write.message.clone().into(),
+        ];
+        if self.options.outbox {
+            for event in write.events {
+                args.push(encode_event(event)?.into());
+            }
+        }
+        let keys = keys::session_keys(id, self.options.buckets);
+        self.run_versioned(&self.scripts.write, keys, args).await
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn create(&self, write: Write<'_>) -> Result<(), StoreError> {
+        match self
+            .write(Write {
+                expected_version: 0,
+                ..write
+            })
+            .await
+        {
+            Err(StoreError::Conflict { .. }) => Err(StoreError::AlreadyExists),
+            other => other,
+        }
+    }
+
+    async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let key = keys::state(self.bucket(id), id);
+        let json: Option<String> = self.pool.next().hget(key, "d").await.map_err(unavailable)?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("session {id}: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn compare_and_set(&self, write: Write<'_>) -> Result<(), StoreError> {
+        self.write(write).await
+    }
+
+    async fn delete(
+        &self,
+        id: SessionId,
+        expected_version: u64,
+        event: &AuditEvent,
+        message: &Bytes,
+    ) -> Result<(), StoreError> {
+        let event = if self.options.outbox {
+            encode_event(event)?
+        } else {
+            String::new()
+        };
+        let args: Vec<Value> = vec![
+            num(expected_version),
+            id.to_string().into(),
+            message.clone().into(),
+            event.into(),
+        ];
+        let keys = keys::session_keys(id, self.options.buckets);
+        self.run_versioned(&self.scripts.delete, keys, args).await
+    }
+
+    async fn subscribe(&self, id: SessionId) -> Result<(), StoreError> {
+        let channel = keys::channel(self.bucket(id), id);
+        self.subscriber
+            .ssubscribe(channel)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn unsubscribe(&self, id: SessionId) -> Result<(), StoreError> {
+        let channel = keys::channel(self.bucket(id), id);
+        self.subscriber
+            .sunsubscribe(channel)
+            .await
+            .map_err(unavailable)
+    }
+
+    fn feed(&self) -> broadcast::Receiver<FeedEvent> {
+        self.feed.subscribe()
+    }
+
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        // Concurrent calls on one connection are pipelined by fred: one
+        // batch over all buckets per poll.
+        let client = self.pool.next();
+        let lease_end = now.plus(lease_ms).ms();
+        let claims = (0..self.options.buckets).map(|b| {
+            let args: Vec<Value> = vec![now.ms().into(), lease_end.into(), (limit as i64).into()];
+            client.evalsha::<Vec<String>, _, _, _>(
+                self.scripts.claim.sha1().clone(),
+                keys::due(b),
+                args,
+            )
+        });
+        let mut due = Vec::new();
+        for reply in futures_util::future::join_all(claims).await {
+            match reply {
+                Ok(ids) => due.extend(ids.iter().filter_map(|id| SessionId::parse(id))),
+                Err(e) if e.details().starts_with("NOSCRIPT") => {
+                    // Redis lost its scripts (restart, SCRIPT FLUSH): reload for the next poll.
+                    self.scripts.claim.load(client).await.map_err(unavailable)?;
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Ok(due)
+    }
+
+    async fn reindex(
+        &self,
+        id: SessionId,
+        version: u64,
+        deadline: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let b = self.bucket(id);
+        let args: Vec<Value> = vec![
+            num(version),
+            id.to_string().into(),
+            deadline
+                .map(|d| d.ms().to_string())
+                .unwrap_or_default()
+                .into(),
+        ];
+        let _: i64 = self
+            .scripts
+            .reindex
+            .evalsha_with_reload(
+                self.pool.next(),
+                vec![keys::state(b, id), keys::due(b)],
+                args,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn wait_for_due(&self, _clock: &Clock) {
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = self.pool.next().ping(None).await.map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// Every Redis failure the caller can act on looks the same: the store is
+/// unavailable for now (timeouts, refused connections, failover).
+fn unavailable(e: fred::error::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Versions as script arguments (they never approach `i64::MAX`).
+fn num(n: u64) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn encode_event(event: &AuditEvent) -> Result<String, StoreError> {
+    serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// `REDIS_CLUSTER=true` turns a plain URL into fred's cluster scheme.
+fn cluster_url(url: &str, cluster: bool) -> String {
+    if !cluster || url.contains("-cluster://") {
+        return url.to_owned();
+    }
+    url.replacen("rediss://", "rediss-cluster://", 1)
+        .replacen("redis://", "redis-cluster://", 1)
+}
+
+/// Records `BUCKETS` on first start and refuses a different value later:
+/// changing it would move every session to another key.
+async fn check_buckets(pool: &Pool, buckets: u16) -> Result<(), ConnectError> {
+    let client = pool.next();
+    let _: bool = client
+        .hsetnx(keys::META, "buckets", buckets)
+        .await
+        .map_err(|e| ConnectError::Connect(e.to_string()))?;
+    let stored: Option<String> = client
+        .hget(keys::META, "buckets")
+        .await
+        .map_err(|e| ConnectError::Connect(e.to_string()))?;
+    match stored {
+        Some(s) if s == buckets.to_string() => Ok(()),
+        stored => Err(ConnectError::BucketMismatch {
+            configured: buckets,
+            stored: stored.unwrap_or_else(|| "no".into()),
+        }),
+    }
+}

@@ -1,0 +1,36 @@
+-- The one write of a session: compare-and-set on the version, then state,
+-- TTL, deadline index, audit outbox and update, atomically in one round trip.
+--
+-- KEYS[1] state hash   KEYS[2] due zset   KEYS[3] audit stream   KEYS[4] shard channel
+-- ARGV[1] expected version (0 = the session must not exist)
+-- ARGV[2] new version          ARGV[3] state JSON      ARGV[4] TTL in seconds
+-- ARGV[5] session id           ARGV[6] deadline in epoch ms, '' for none
+-- ARGV[7] message to publish   ARGV[8..] audit events (JSON), one stream entry each
+--
+-- Returns {1} on success, {0, stored version or -1 if absent} on a conflict.
+-- Every check happens before the first write, so a refusal changes nothing.
+
+local stored = redis.call('HGET', KEYS[1], 'v')
+local expected = tonumber(ARGV[1])
+if expected == 0 then
+  if stored then
+    return {0, tonumber(stored)}
+  end
+elseif not stored then
+  return {0, -1}
+elseif tonumber(stored) ~= expected then
+  return {0, tonumber(stored)}
+end
+
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if ARGV[6] == '' then
+  redis.call('ZREM', KEYS[2], ARGV[5])
+else
+  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
+end
+for i = 8, #ARGV do
+  redis.call('XADD', KEYS[3], '*', 'e', ARGV[i])
+end
+redis.call('SPUBLISH', KEYS[4], ARGV[7])
+return {1}
