@@ -11,8 +11,10 @@ use synckairos::audit::AuditEvent;
 use synckairos::clock::Clock;
 use synckairos::domain::{Command, NewSession, Session, SessionId, Timestamp, deadline, decide};
 use synckairos::store::memory::MemoryStore;
+use synckairos::store::redis::{RedisOptions, RedisStore};
 use synckairos::store::{FeedEvent, Store, StoreError, Write};
 
+use common::redis::RedisServer;
 use common::{T0, session_body};
 
 /// A fresh pending session (version 1).
@@ -156,9 +158,13 @@ pub async fn due_entries_are_leased_to_one_claimer(store: Arc<dyn Store>) {
 }
 
 pub async fn claims_respect_the_limit(store: Arc<dyn Store>) {
+    // The limit is per bucket: use five sessions of one Redis bucket (the
+    // embedded store has a single index anyway).
     let m = msg("x");
-    for _ in 0..5 {
-        let s = session();
+    let same_bucket = std::iter::repeat_with(session)
+        .filter(|s| synckairos::store::redis::keys::bucket(s.session_id, 16) == 0)
+        .take(5);
+    for s in same_bucket {
         store.create(write(&s, 0, &m)).await.unwrap();
         let r = next(&s, Command::Start, T0);
         store.compare_and_set(write(&r, 1, &m)).await.unwrap();
@@ -251,18 +257,39 @@ macro_rules! conformance {
         $(
             #[tokio::test]
             async fn $name() {
-                let store: Arc<dyn Store> = $make().await;
+                // `_backing` (e.g. a redis-server) lives until the test ends.
+                let (store, _backing) = $make().await;
                 super::$name(store).await;
             }
         )*
     };
 }
 
-async fn memory_store() -> Arc<dyn Store> {
-    Arc::new(MemoryStore::new(Clock::manual(T0).0, 3600))
+async fn memory_store() -> (Arc<dyn Store>, ()) {
+    (Arc::new(MemoryStore::new(Clock::manual(T0).0, 3600)), ())
+}
+
+/// A Redis store on its own fresh `redis-server`.
+async fn redis_store() -> (Arc<dyn Store>, RedisServer) {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(redis_options(&server)).await.unwrap();
+    (Arc::new(store), server)
+}
+
+fn redis_options(server: &RedisServer) -> RedisOptions {
+    RedisOptions {
+        url: server.url(),
+        cluster: false,
+        buckets: 16,
+        ttl_seconds: 3600,
+        timeout: Duration::from_secs(1),
+        pool_size: 2,
+        outbox: true,
+    }
 }
 
 conformance!(memory, memory_store);
+conformance!(redis, redis_store);
 
 // ------------------------------------------------------- embedded-only checks
 

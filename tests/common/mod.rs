@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod redis;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +58,13 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_manual_clock() -> TestApp {
     let (clock, handle) = Clock::manual(T0);
     spawn_with(test_config(), clock, Some(handle)).await
+}
+
+/// An instance on the Redis server `redis`.
+pub async fn spawn_app_redis(redis: &redis::RedisServer) -> TestApp {
+    let mut config = test_config();
+    config.redis_url = Some(redis.url());
+    spawn_with(config, Clock::System, None).await
 }
 
 pub async fn spawn_with(config: Config, clock: Clock, handle: Option<Arc<ManualClock>>) -> TestApp {

@@ -1,0 +1,365 @@
+//! The Redis backend under real conditions: its own `redis-server` per test,
+//! real SyncKairos instances (several where it matters), outages by SIGKILL.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use synckairos::clock::Clock;
+use synckairos::domain::{Command, NewSession, SessionId, Timestamp, decide};
+use synckairos::engine::Engine;
+use synckairos::server::Server;
+use synckairos::store::redis::{RedisOptions, RedisStore, keys};
+use synckairos::store::{FeedEvent, Store};
+
+use common::redis::RedisServer;
+use common::*;
+
+fn state_key(id: &str) -> String {
+    let id = SessionId::parse(id).unwrap();
+    keys::state(keys::bucket(id, 16), id)
+}
+
+/// Creates and starts a session; returns its id and participant ids.
+async fn running_session(app: &TestApp, mode: &str, bank_ms: i64) -> (String, Vec<String>) {
+    let body = session_body(mode, 2, bank_ms);
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    app.create(&body).await;
+    app.command(&id, "start").await;
+    (id, participant_ids(&body))
+}
+
+#[tokio::test]
+async fn a_switch_costs_exactly_two_round_trips() {
+    let redis = RedisServer::start();
+    let app = spawn_app_redis(&redis).await;
+    let (id, _) = running_session(&app, "per_participant", 600_000).await;
+
+    let mut monitor = redis.monitor();
+    let r = app.post(&format!("/v1/sessions/{id}/switch"), None).await;
+    assert_eq!(r.status, 200);
+    let marker = format!("marker-{}", uuid());
+    redis.cli(&["echo", &marker]);
+
+    // Commands the client sent for this session (script internals are tagged "lua").
+    let sent: Vec<String> = monitor
+        .lines_until(&marker)
+        .into_iter()
+        .filter(|l| l.contains(&id) && !l.contains("lua]"))
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    assert!(sent[0].to_lowercase().contains("\"hget\""), "{}", sent[0]);
+    assert!(
+        sent[1].to_lowercase().contains("\"evalsha\""),
+        "{}",
+        sent[1]
+    );
+}
+
+#[tokio::test]
+async fn two_instances_under_100_concurrent_switches_never_lose_an_update() {
+    let redis = RedisServer::start();
+    let (a, b) = (spawn_app_redis(&redis).await, spawn_app_redis(&redis).await);
+    let (id, _) = running_session(&a, "per_participant", 3_600_000).await;
+    let start = b.get(&format!("/v1/sessions/{id}")).await.data().clone();
+    let start_version = start["version"].as_u64().unwrap();
+
+    // 100 concurrent clients, alternating instances; each retries on 409
+    // until its switch lands, so all 100 switches must end up accounted for.
+    let path = format!("/v1/sessions/{id}/switch");
+    let clients = (0..100).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let path = &path;
+        async move {
+            let mut replies = Vec::new();
+            for _ in 0..1_000 {
+                let r = app.post(path, None).await;
+                let done = r.status == 200;
+                replies.push(r);
+                if done {
+                    break;
+                }
+            }
+            replies
+        }
+    });
+    let replies: Vec<Reply> = join_all(clients).await.into_iter().flatten().collect();
+
+    let mut accepted: Vec<(u64, i64)> = Vec::new();
+    for r in &replies {
+        match r.status.as_u16() {
+            200 => accepted.push((
+                r.data()["version"].as_u64().unwrap(),
+                r.data()["server_time_ms"].as_i64().unwrap(),
+            )),
+            409 => assert_eq!(r.code(), "CONFLICT", "{}", r.text),
+            _ => panic!("unexpected reply {}", r.text),
+        }
+    }
+    assert_eq!(
+        accepted.len(),
+        100,
+        "every client's switch eventually landed"
+    );
+    accepted.sort();
+    let versions: Vec<u64> = accepted.iter().map(|(v, _)| *v).collect();
+    let expected: Vec<u64> = (start_version + 1..=start_version + accepted.len() as u64).collect();
+    assert_eq!(
+        versions, expected,
+        "every 200 is a distinct, consecutive version"
+    );
+
+    // Replaying the accepted switches one after another gives the stored state.
+    let stored = a
+        .engine
+        .get(SessionId::parse(&id).unwrap())
+        .await
+        .unwrap()
+        .session;
+    assert_eq!(stored.version, start_version + accepted.len() as u64);
+    let mut replay: synckairos::domain::Session =
+        serde_json::from_value(strip_view(start)).unwrap();
+    for (_, at) in &accepted {
+        let switch = Command::Switch {
+            next_participant_id: None,
+            expected_version: None,
+        };
+        replay = decide(&replay, &switch, Timestamp(*at))
+            .write
+            .unwrap()
+            .session;
+    }
+    assert_eq!(replay, stored);
+}
+
+/// The stored form of a wire state: without the derived fields.
+fn strip_view(mut v: Value) -> Value {
+    let o = v.as_object_mut().unwrap();
+    o.remove("server_time_ms");
+    for p in o["participants"].as_array_mut().unwrap() {
+        p.as_object_mut().unwrap().remove("time_remaining_ms");
+    }
+    v
+}
+
+#[tokio::test]
+async fn ttl_is_set_and_refreshed_on_every_write_and_an_expired_session_is_404() {
+    let redis = RedisServer::start();
+    let mut config = test_config();
+    config.redis_url = Some(redis.url());
+    config.session_ttl_seconds = 100;
+    let app = spawn_with(config, Clock::System, None).await;
+    let (id, _) = running_session(&app, "per_participant", 600_000).await;
+    let key = state_key(&id);
+
+    let ttl: i64 = redis.cli(&["ttl", &key]).parse().unwrap();
+    assert!((90..=100).contains(&ttl), "ttl {ttl}");
+    redis.cli(&["expire", &key, "10"]);
+    app.post(&format!("/v1/sessions/{id}/switch"), None).await;
+    let ttl: i64 = redis.cli(&["ttl", &key]).parse().unwrap();
+    assert!(ttl > 10, "the switch refreshed the TTL (ttl {ttl})");
+
+    // Let it expire for real, then read it.
+    redis.cli(&["pexpire", &key, "1"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.cli(&["exists", &key]) != "0" {
+        assert!(Instant::now() < deadline, "key did not expire");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = app.get(&format!("/v1/sessions/{id}")).await;
+    assert_eq!((r.status.as_u16(), r.code()), (404, "SESSION_NOT_FOUND"));
+}
+
+#[tokio::test]
+async fn the_state_is_stored_compactly_without_derived_fields() {
+    let redis = RedisServer::start();
+    let app = spawn_app_redis(&redis).await;
+    let (id, _) = running_session(&app, "per_participant", 600_000).await;
+    let stored = redis.cli(&["hget", &state_key(&id), "d"]);
+    assert!(
+        !stored.contains(' ') && !stored.contains('\n'),
+        "compact JSON: {stored}"
+    );
+    assert!(!stored.contains("time_remaining_ms") && !stored.contains("server_time_ms"));
+    assert_eq!(redis.cli(&["hget", &state_key(&id), "v"]), "2");
+}
+
+#[tokio::test]
+async fn an_outage_answers_503_within_the_timeout_and_the_instance_recovers_by_itself() {
+    let mut redis = RedisServer::start();
+    let mut config = test_config();
+    config.redis_url = Some(redis.url());
+    config.redis_timeout_ms = 300;
+    let app = spawn_with(config, Clock::System, None).await;
+    let (id, _) = running_session(&app, "per_participant", 600_000).await;
+    let mut feed = app.engine.store().feed();
+    app.engine
+        .store()
+        .subscribe(SessionId::parse(&id).unwrap())
+        .await
+        .unwrap();
+
+    redis.kill();
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/v1/sessions/{id}")),
+        (reqwest::Method::POST, format!("/v1/sessions/{id}/switch")),
+        (reqwest::Method::POST, "/v1/sessions".to_owned()),
+    ] {
+        let started = Instant::now();
+        let body =
+            (method == reqwest::Method::POST).then(|| session_body("per_participant", 2, 60_000));
+        let r = app.call(method.clone(), &path, body).await;
+        // A hang guard, not a speed claim: far above the 300 ms timeout.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{method} {path} hung"
+        );
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (503, "SERVICE_UNAVAILABLE"),
+            "{method} {path}: {}",
+            r.text
+        );
+    }
+    let ready = app.get("/ready").await;
+    assert_eq!(
+        (ready.status.as_u16(), ready.body["status"].as_str()),
+        (503, Some("not_ready"))
+    );
+    assert_eq!(app.get("/health").await.status, 200);
+
+    // Same port, empty data: the instance reconnects without a restart.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while app.get("/ready").await.status != 200 {
+        assert!(Instant::now() < deadline, "did not recover");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Pub/sub was resubscribed and the feed said so.
+    let resubscribed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(FeedEvent::Resubscribed) = feed.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        resubscribed.is_ok(),
+        "no Resubscribed event after the reconnect"
+    );
+    // The old session died with the data; the same id works again end to end,
+    // including its updates over the resubscribed channel.
+    let mut body = session_body("per_participant", 2, 60_000);
+    body["session_id"] = json!(id);
+    app.create(&body).await;
+    let started = app.command(&id, "start").await;
+    let update = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(FeedEvent::Message { payload, .. }) = feed.recv().await {
+                let v: Value = serde_json::from_slice(&payload).unwrap();
+                if v["state"]["version"] == started["version"] {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(update.is_ok(), "updates flow again after the reconnect");
+}
+
+#[tokio::test]
+async fn a_script_flush_between_requests_is_harmless() {
+    let redis = RedisServer::start();
+    let app = spawn_app_redis(&redis).await;
+    let (id, _) = running_session(&app, "per_participant", 600_000).await;
+    assert_eq!(redis.cli(&["script", "flush"]), "OK");
+    let r = app.post(&format!("/v1/sessions/{id}/switch"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.data()["version"], 3);
+    let r = app
+        .call(reqwest::Method::DELETE, &format!("/v1/sessions/{id}"), None)
+        .await;
+    assert_eq!(r.status, 204);
+}
+
+#[tokio::test]
+async fn a_different_bucket_count_refuses_to_start() {
+    let redis = RedisServer::start();
+    let _first = spawn_app_redis(&redis).await;
+    let mut config = test_config();
+    config.redis_url = Some(redis.url());
+    config.buckets = 8;
+    let err = Server::build(&config, Clock::System)
+        .await
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("BUCKETS=8") && msg.contains("16"), "{msg}");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_start_up_with_a_clear_error() {
+    let port = {
+        let redis = RedisServer::start();
+        redis.port
+    }; // stopped again: nothing listens there now
+    let mut config = test_config();
+    config.redis_url = Some(format!("redis://127.0.0.1:{port}"));
+    let err = Server::build(&config, Clock::System)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("cannot connect to Redis"), "{err}");
+}
+
+#[tokio::test]
+async fn audit_events_are_appended_to_the_bucket_stream_with_the_write() {
+    let redis = RedisServer::start();
+    let options = RedisOptions {
+        url: redis.url(),
+        cluster: false,
+        buckets: 16,
+        ttl_seconds: 3600,
+        timeout: Duration::from_secs(1),
+        pool_size: 1,
+        outbox: true,
+    };
+    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(options).await.unwrap());
+    let engine = Engine::new(store, Clock::System);
+    let new = NewSession::parse(&session_body("per_participant", 2, 60_000)).unwrap();
+    let id = new.session_id;
+    engine.create(new).await.unwrap();
+    engine.execute(id, Command::Start).await.unwrap();
+    let stream = keys::audit(keys::bucket(id, 16));
+    assert_eq!(redis.cli(&["xlen", &stream]), "2");
+    let entries = redis.cli(&["xrange", &stream, "-", "+"]);
+    assert!(
+        entries.contains("session_created") && entries.contains("session_started"),
+        "{entries}"
+    );
+}
+
+#[tokio::test]
+async fn the_server_applies_timeouts_on_redis_by_itself() {
+    let redis = RedisServer::start();
+    let app = spawn_app_redis(&redis).await;
+    let body = session_body("per_participant", 2, 1_000);
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    app.create(&body).await;
+    let mut updates = app.watch(&id).await;
+    app.command(&id, "start").await;
+    let _started = updates.next().await;
+    match updates.next().await {
+        synckairos::engine::Update::State {
+            state, timeouts, ..
+        } => {
+            assert_eq!(state.status, synckairos::domain::Status::Expired);
+            assert_eq!(timeouts.len(), 1);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
