@@ -3,10 +3,10 @@
 //! with the audit issue; until then the outbox lives in the store.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::domain::{Event, EventKind, Session, SessionId, Timestamp};
+use crate::store::StateJson;
 
 /// One row of `sync_events`: a domain event plus what the engine knows about
 /// the write that produced it. Created before the write so that a retried
@@ -22,12 +22,12 @@ pub struct AuditEvent {
     pub event: Event,
     /// The state right after the write (absent for deletions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state_snapshot: Option<Value>,
+    pub state_snapshot: Option<StateJson>,
 }
 
 impl AuditEvent {
     /// Stamps a domain event produced by the write that created `state`.
-    pub fn stamp(event: &Event, state: &Session, snapshot: &Value) -> Self {
+    pub fn stamp(event: &Event, state: &Session, snapshot: &StateJson) -> Self {
         Self {
             id: Uuid::now_v7(),
             session_id: state.session_id,

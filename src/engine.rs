@@ -15,7 +15,7 @@ use crate::domain::{
     self, ActionOnTimeout, Command, DomainError, EventKind, NewSession, ParticipantId, Session,
     SessionId, Timestamp, Transition,
 };
-use crate::store::{Store, StoreError, Write};
+use crate::store::{StateJson, Store, StoreError, Write};
 
 /// How often a timeout is retried after losing a compare-and-set: each loss
 /// means another write landed, and every write settles due timeouts, so a
@@ -56,11 +56,14 @@ pub struct TimeoutNotice {
 /// What is published on a session's channel after a write; every instance
 /// decodes it once and forwards it to its local sockets.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+// Externally tagged: a raw JSON state cannot pass through the buffering that
+// internally tagged enums need.
+#[serde(rename_all = "snake_case")]
 pub enum Update {
     /// The new state, and the timeouts the write applied.
     State {
-        state: Box<Session>,
+        /// The stored form (derived fields are added by whoever forwards it).
+        state: StateJson,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         timeouts: Vec<TimeoutNotice>,
         /// Server time of publication, to measure fan-out delay.
@@ -73,6 +76,11 @@ pub enum Update {
 }
 
 impl Update {
+    /// Decodes a published message.
+    pub fn decode(payload: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+
     fn encode(&self) -> Bytes {
         // Serialising our own plain structs cannot fail.
         Bytes::from(serde_json::to_vec(self).unwrap_or_default())
@@ -231,11 +239,11 @@ impl Engine {
 
     /// The one write: state + deadline + audit events + published update.
     async fn write(&self, expected: u64, t: &Transition, now: Timestamp) -> Result<(), StoreError> {
-        let snapshot = serde_json::to_value(&t.session).unwrap_or_default();
+        let state = StateJson::of(&t.session);
         let events: Vec<AuditEvent> = t
             .events
             .iter()
-            .map(|e| AuditEvent::stamp(e, &t.session, &snapshot))
+            .map(|e| AuditEvent::stamp(e, &t.session, &state))
             .collect();
         let timeouts = t
             .events
@@ -250,13 +258,14 @@ impl Engine {
             })
             .collect();
         let message = Update::State {
-            state: Box::new(t.session.clone()),
+            state: state.clone(),
             timeouts,
             published_ms: now.ms(),
         }
         .encode();
         let write = Write {
             session: &t.session,
+            state,
             expected_version: expected,
             deadline: domain::deadline(&t.session),
             events: &events,

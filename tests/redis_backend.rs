@@ -261,7 +261,7 @@ async fn an_outage_answers_503_within_the_timeout_and_the_instance_recovers_by_i
         loop {
             if let Ok(FeedEvent::Message { payload, .. }) = feed.recv().await {
                 let v: Value = serde_json::from_slice(&payload).unwrap();
-                if v["state"]["version"] == started["version"] {
+                if v["state"]["state"]["version"] == started["version"] {
                     return;
                 }
             }
@@ -357,7 +357,10 @@ async fn the_server_applies_timeouts_on_redis_by_itself() {
         synckairos::engine::Update::State {
             state, timeouts, ..
         } => {
-            assert_eq!(state.status, synckairos::domain::Status::Expired);
+            assert_eq!(
+                state.decode().unwrap().status,
+                synckairos::domain::Status::Expired
+            );
             assert_eq!(timeouts.len(), 1);
         }
         other => panic!("unexpected {other:?}"),

@@ -12,7 +12,7 @@ use synckairos::clock::Clock;
 use synckairos::domain::{Command, NewSession, Session, SessionId, Timestamp, deadline, decide};
 use synckairos::store::memory::MemoryStore;
 use synckairos::store::redis::{RedisOptions, RedisStore};
-use synckairos::store::{FeedEvent, Store, StoreError, Write};
+use synckairos::store::{FeedEvent, StateJson, Store, StoreError, Write};
 
 use common::redis::RedisServer;
 use common::{T0, session_body};
@@ -33,6 +33,7 @@ fn next(s: &Session, cmd: Command, at: Timestamp) -> Session {
 fn write<'a>(s: &'a Session, expected: u64, message: &'a Bytes) -> Write<'a> {
     Write {
         session: s,
+        state: StateJson::of(s),
         expected_version: expected,
         deadline: deadline(s),
         events: &[],
@@ -324,7 +325,7 @@ async fn memory_outbox_keeps_the_events_of_each_write() {
     let t = NewSession::parse(&session_body("per_participant", 2, 10_000))
         .unwrap()
         .into_created(T0);
-    let snapshot = serde_json::to_value(&t.session).unwrap();
+    let snapshot = StateJson::of(&t.session);
     let events: Vec<AuditEvent> = t
         .events
         .iter()

@@ -16,6 +16,8 @@ pub mod redis;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use thiserror::Error;
 use tokio::sync::broadcast;
 
@@ -40,11 +42,44 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// A session serialised once per write; the same bytes are stored, published
+/// and kept as the audit snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StateJson(Box<RawValue>);
+
+impl StateJson {
+    /// Serialises `session` (compact JSON).
+    pub fn of(session: &Session) -> Self {
+        // Serialising our own plain struct to a string cannot fail.
+        let json = serde_json::to_string(session).unwrap_or_default();
+        Self(RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Parses it back into a session.
+    pub fn decode(&self) -> Result<Session, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+}
+
+impl PartialEq for StateJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
 /// One atomic write: the new state and everything that must change with it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Write<'a> {
     /// The new state; its `version` is `expected_version + 1`.
     pub session: &'a Session,
+    /// `session`, serialised.
+    pub state: StateJson,
     /// 0 for a create ("must not exist").
     pub expected_version: u64,
     /// The deadline index entry after the write (`None` removes it).

@@ -16,7 +16,7 @@ fn state_of(
     match update {
         Update::State {
             state, timeouts, ..
-        } => (*state, timeouts),
+        } => (state.decode().unwrap(), timeouts),
         Update::Deleted { .. } => panic!("unexpected deletion"),
     }
 }

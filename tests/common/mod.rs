@@ -215,7 +215,7 @@ impl Watcher {
                         session_id,
                         payload,
                     }) if session_id == self.id => {
-                        return serde_json::from_slice::<Update>(&payload).expect("update decodes");
+                        return Update::decode(&payload).expect("update decodes");
                     }
                     Ok(_) => continue,
                     Err(e) => panic!("feed closed or lagged: {e}"),

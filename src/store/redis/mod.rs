@@ -189,12 +189,10 @@ impl RedisStore {
 
     async fn write(&self, write: Write<'_>) -> Result<(), StoreError> {
         let id = write.session.session_id;
-        let state =
-            serde_json::to_string(write.session).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut args: Vec<Value> = vec![
             num(write.expected_version),
             num(write.session.version),
-            state.into(),
+            write.state.as_str().into(),
             i64::try_from(self.options.ttl_seconds)
                 .unwrap_or(i64::MAX)
                 .into(),
