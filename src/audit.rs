@@ -20,20 +20,21 @@ pub struct AuditEvent {
     pub version: u64,
     /// What happened, to whom, and when.
     pub event: Event,
-    /// The state right after the write (absent for deletions).
+    /// The state right after the write; on the last event of each write only
+    /// (all events of a write share its version), absent for deletions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_snapshot: Option<StateJson>,
 }
 
 impl AuditEvent {
     /// Stamps a domain event produced by the write that created `state`.
-    pub fn stamp(event: &Event, state: &Session, snapshot: &StateJson) -> Self {
+    pub fn stamp(event: &Event, state: &Session, snapshot: Option<StateJson>) -> Self {
         Self {
             id: Uuid::now_v7(),
             session_id: state.session_id,
             version: state.version,
             event: event.clone(),
-            state_snapshot: Some(snapshot.clone()),
+            state_snapshot: snapshot,
         }
     }
 

@@ -125,7 +125,7 @@ impl Engine {
         let now = self.clock.now();
         let t = new.into_created(now);
         let id = t.session.session_id;
-        self.write(0, &t, now).await.map_err(|e| match e {
+        self.write(0, &t, now, true).await.map_err(|e| match e {
             StoreError::AlreadyExists => EngineError::Exists(id),
             e => EngineError::Store(e),
         })?;
@@ -159,7 +159,7 @@ impl Engine {
                 at: now,
             });
         };
-        self.write(current.version, &t, now)
+        self.write(current.version, &t, now, true)
             .await
             .map_err(|e| conflict_or_store(id, current.version, e))?;
         // A refused command may still have settled a timeout: that is written
@@ -190,7 +190,8 @@ impl Engine {
                     .map_err(EngineError::Store)?;
                 return Ok(TimeoutOutcome::NotDue);
             };
-            match self.write(current.version, &t, now).await {
+            // A server-applied timeout does not restart the TTL.
+            match self.write(current.version, &t, now, false).await {
                 Ok(()) => return Ok(TimeoutOutcome::Applied),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(EngineError::Store(e)),
@@ -238,12 +239,22 @@ impl Engine {
     }
 
     /// The one write: state + deadline + audit events + published update.
-    async fn write(&self, expected: u64, t: &Transition, now: Timestamp) -> Result<(), StoreError> {
+    async fn write(
+        &self,
+        expected: u64,
+        t: &Transition,
+        now: Timestamp,
+        refresh_ttl: bool,
+    ) -> Result<(), StoreError> {
         let state = StateJson::of(&t.session);
+        // The snapshot is the state after the whole write: it goes once, on
+        // the write's last event (the others carry the same version).
+        let last = t.events.len().saturating_sub(1);
         let events: Vec<AuditEvent> = t
             .events
             .iter()
-            .map(|e| AuditEvent::stamp(e, &t.session, &state))
+            .enumerate()
+            .map(|(i, e)| AuditEvent::stamp(e, &t.session, (i == last).then(|| state.clone())))
             .collect();
         let timeouts = t
             .events
@@ -268,6 +279,8 @@ impl Engine {
             state,
             expected_version: expected,
             deadline: domain::deadline(&t.session),
+            now,
+            refresh_ttl,
             events: &events,
             message: &message,
         };

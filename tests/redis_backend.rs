@@ -155,8 +155,9 @@ async fn ttl_is_set_and_refreshed_on_every_write_and_an_expired_session_is_404()
     let (id, _) = running_session(&app, "per_participant", 600_000).await;
     let key = state_key(&id);
 
+    // The running deadline is 600 s out: TTL = deadline + 100 s.
     let ttl: i64 = redis.cli(&["ttl", &key]).parse().unwrap();
-    assert!((90..=100).contains(&ttl), "ttl {ttl}");
+    assert!((690..=700).contains(&ttl), "ttl {ttl}");
     redis.cli(&["expire", &key, "10"]);
     app.post(&format!("/v1/sessions/{id}/switch"), None).await;
     let ttl: i64 = redis.cli(&["ttl", &key]).parse().unwrap();
@@ -171,6 +172,39 @@ async fn ttl_is_set_and_refreshed_on_every_write_and_an_expired_session_is_404()
     }
     let r = app.get(&format!("/v1/sessions/{id}")).await;
     assert_eq!((r.status.as_u16(), r.code()), (404, "SESSION_NOT_FOUND"));
+}
+
+#[tokio::test]
+async fn a_long_timer_outlives_the_ttl_and_server_timeouts_do_not_refresh_it() {
+    let redis = RedisServer::start();
+    let mut config = test_config();
+    config.redis_url = Some(redis.url());
+    config.session_ttl_seconds = 100;
+    let app = spawn_with(config, Clock::System, None).await;
+    // A three-hour exam: its key must outlive the TTL by the whole deadline.
+    let mut body = session_body("global", 2, 60_000);
+    body["total_time_ms"] = json!(3 * 3_600_000);
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    app.create(&body).await;
+    app.command(&id, "start").await;
+    let ttl: i64 = redis.cli(&["ttl", &state_key(&id)]).parse().unwrap();
+    assert!((3 * 3600 + 90..=3 * 3600 + 100).contains(&ttl), "ttl {ttl}");
+
+    // A 1 s bank with skip_cycle: the server's timeout writes keep the TTL.
+    let mut body = session_body("per_participant", 2, 1_000);
+    body["action_on_timeout"] = json!({"type": "skip_cycle"});
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    app.create(&body).await;
+    let mut updates = app.watch(&id).await;
+    app.command(&id, "start").await;
+    let _started = updates.next().await;
+    redis.cli(&["expire", &state_key(&id), "50"]);
+    let _timed_out = updates.next().await;
+    let ttl: i64 = redis.cli(&["ttl", &state_key(&id)]).parse().unwrap();
+    assert!(
+        ttl <= 50,
+        "the scheduler's write left the TTL alone (ttl {ttl})"
+    );
 }
 
 #[tokio::test]

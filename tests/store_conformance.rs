@@ -36,6 +36,8 @@ fn write<'a>(s: &'a Session, expected: u64, message: &'a Bytes) -> Write<'a> {
         state: StateJson::of(s),
         expected_version: expected,
         deadline: deadline(s),
+        now: T0,
+        refresh_ttl: true,
         events: &[],
         message,
     }
@@ -295,28 +297,56 @@ conformance!(redis, redis_store);
 // ------------------------------------------------------- embedded-only checks
 
 #[tokio::test]
-async fn memory_sessions_expire_after_their_ttl_since_the_last_write() {
+async fn memory_ttl_counts_from_the_last_client_write_or_the_deadline() {
     let (clock, time) = Clock::manual(T0);
     let store = MemoryStore::new(clock, 60);
-    let s = session();
+    let s = session(); // 10 s banks
     let m = msg("x");
     store.create(write(&s, 0, &m)).await.unwrap();
     time.advance(59_000);
-    let running = next(&s, Command::Start, time.now());
-    store.compare_and_set(write(&running, 1, &m)).await.unwrap(); // refreshes the TTL
+    let paused = next(
+        &next(&s, Command::Start, time.now()),
+        Command::Pause,
+        time.now(),
+    );
+    let w = Write {
+        now: time.now(),
+        ..write(&paused, 1, &m)
+    };
+    store.compare_and_set(w).await.unwrap(); // restarts the TTL
     time.advance(59_000);
     assert!(store.get(s.session_id).await.unwrap().is_some());
     time.advance(1_000);
     assert_eq!(store.get(s.session_id).await.unwrap(), None);
     // Its deadline entry is gone too, and the id can be reused.
-    assert!(
-        store
-            .claim_due(time.now().plus(1_000_000), 5_000, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let later = time.now().plus(1_000_000);
+    assert!(store.claim_due(later, 5_000, 10).await.unwrap().is_empty());
     store.create(write(&s, 0, &m)).await.unwrap();
+
+    // A running session lives at least until its deadline plus the TTL,
+    // however long its bank.
+    let (clock, time) = Clock::manual(T0);
+    let store = MemoryStore::new(clock, 60);
+    let long = NewSession::parse(&session_body("global", 2, 10_000))
+        .unwrap()
+        .into_created(T0)
+        .session;
+    store.create(write(&long, 0, &m)).await.unwrap();
+    let running = next(&long, Command::Start, T0); // global: 600 s session clock
+    store.compare_and_set(write(&running, 1, &m)).await.unwrap();
+    time.advance(600_000 + 59_000);
+    assert!(store.get(long.session_id).await.unwrap().is_some());
+
+    // A write that keeps the TTL (a server-applied timeout) does not extend it.
+    let expired = next(&running, Command::Timeout, time.now());
+    let w = Write {
+        now: time.now(),
+        refresh_ttl: false,
+        ..write(&expired, 2, &m)
+    };
+    store.compare_and_set(w).await.unwrap();
+    time.advance(1_000);
+    assert_eq!(store.get(long.session_id).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -329,7 +359,7 @@ async fn memory_outbox_keeps_the_events_of_each_write() {
     let events: Vec<AuditEvent> = t
         .events
         .iter()
-        .map(|e| AuditEvent::stamp(e, &t.session, &snapshot))
+        .map(|e| AuditEvent::stamp(e, &t.session, Some(snapshot.clone())))
         .collect();
     let m = msg("x");
     store

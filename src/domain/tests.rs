@@ -568,6 +568,79 @@ fn a_command_after_the_deadline_acts_on_the_timed_out_state() {
 }
 
 #[test]
+fn expected_version_refuses_a_switch_that_a_settled_timeout_overtook() {
+    // per_cycle, A's cycle timed out at 30 s; B has been active since then.
+    let s = run(
+        &new(SyncMode::PerCycle, 3, json!({})),
+        Command::Start,
+        at(0),
+    );
+    let d = decide(
+        &s,
+        &Command::Switch {
+            next_participant_id: None,
+            expected_version: Some(s.version),
+        },
+        at(30_001),
+    );
+    assert_eq!(
+        d.result,
+        Err(DomainError::VersionMismatch {
+            expected: s.version,
+            actual: s.version + 1
+        })
+    );
+    // The timeout is still written; B's turn was not ended by the stale switch.
+    let w = d.write.unwrap();
+    assert_eq!(kinds(&w), [EventKind::ParticipantExpired]);
+    assert_eq!(w.session.active_participant_id, Some(pid(1)));
+}
+
+#[test]
+fn switching_to_oneself_earns_no_increment() {
+    let s = new(SyncMode::PerParticipant, 2, json!({"increment_ms": 5000}));
+    let s = run(&s, Command::Start, at(0));
+    let to_self = Command::Switch {
+        next_participant_id: Some(pid(0)),
+        expected_version: None,
+    };
+    let s = run(&s, to_self, at(1000));
+    assert_eq!(s.participants[0].total_time_ms, MIN - 1000);
+    assert_eq!(s.active_participant_id, Some(pid(0)));
+    // A lone participant advancing to itself earns nothing either.
+    let s = run(
+        &new(SyncMode::PerParticipant, 1, json!({"increment_ms": 5000})),
+        Command::Start,
+        at(0),
+    );
+    let s = run(&s, switch(), at(1000));
+    assert_eq!(s.participants[0].total_time_ms, MIN - 1000);
+}
+
+#[test]
+fn per_group_members_all_show_the_distance_to_the_group_deadline() {
+    let mut b = body(SyncMode::PerGroup, 2, json!({}));
+    b["participants"][0]["total_time_ms"] = json!(5_000);
+    let s = NewSession::parse(&b).unwrap().into_created(T0).session;
+    let s = run(&s, Command::Start, at(0));
+    let v = view(&s, at(4_000));
+    assert_eq!(
+        (
+            v.participants[0].time_remaining_ms,
+            v.participants[1].time_remaining_ms
+        ),
+        (1_000, 1_000)
+    );
+    let s = run(&s, Command::Timeout, at(5_000));
+    assert!(
+        view(&s, at(5_000))
+            .participants
+            .iter()
+            .all(|p| p.time_remaining_ms == 0)
+    );
+}
+
+#[test]
 fn a_read_after_the_deadline_shows_zero() {
     let s = run(
         &new(SyncMode::PerParticipant, 1, json!({})),
@@ -777,12 +850,23 @@ fn check_conservation(s: &Session, initial: &[i64], increments: &[i64], now: Tim
         assert!(v.participants[i].time_remaining_ms >= 0);
         let running = if p.is_active { live } else { 0 };
         match s.sync_mode {
-            SyncMode::PerParticipant | SyncMode::PerGroup => {
+            SyncMode::PerParticipant => {
                 assert_eq!(p.time_used_ms + p.total_time_ms, initial[i] + increments[i]);
                 assert_eq!(
                     running + v.participants[i].time_remaining_ms,
                     p.total_time_ms
                 );
+            }
+            SyncMode::PerGroup => {
+                assert_eq!(p.time_used_ms + p.total_time_ms, initial[i] + increments[i]);
+                let group_bank = s
+                    .participants
+                    .iter()
+                    .filter(|m| m.group_id == p.group_id)
+                    .map(|m| m.total_time_ms)
+                    .min()
+                    .unwrap();
+                assert_eq!(running + v.participants[i].time_remaining_ms, group_bank);
             }
             SyncMode::CountUp => {
                 assert_eq!(
@@ -843,8 +927,12 @@ proptest! {
                     && matches!(mode, SyncMode::PerParticipant | SyncMode::PerGroup)
                 {
                     let settled = decide(&before, &Command::Timeout, now).write.map(|w| w.session).unwrap_or(before.clone());
-                    for i in settled.running_indices() {
-                        increments[i] += increment;
+                    let outgoing = settled.running_indices();
+                    // Credited only when the turn passed to another unit.
+                    if !outgoing.contains(&w.session.active_index().unwrap()) {
+                        for i in outgoing {
+                            increments[i] += increment;
+                        }
                     }
                 }
                 s = w.session;

@@ -60,7 +60,10 @@ pub fn remaining(s: &Session, i: usize, now: Timestamp) -> i64 {
     // cycle (the whole group in per_group); checking it keeps a view O(n).
     let live = if p.is_active { elapsed(s, now) } else { 0 };
     let left = match s.sync_mode {
-        SyncMode::PerParticipant | SyncMode::PerGroup => p.total_time_ms - live,
+        SyncMode::PerParticipant => p.total_time_ms - live,
+        // A team clock is one clock: every member shows the distance to the
+        // group's deadline, set by its smallest bank.
+        SyncMode::PerGroup => group_bank(s, p) - live,
         SyncMode::PerCycle => {
             let cycle = s.time_per_cycle_ms.unwrap_or(0);
             if p.is_active {
@@ -80,6 +83,16 @@ pub fn remaining(s: &Session, i: usize, now: Timestamp) -> i64 {
         SyncMode::CountUp => s.count_up_cap() - p.time_used_ms - live,
     };
     left.max(0)
+}
+
+/// The bank of `p`'s group: its members' smallest bank (`p`'s own if it has no group).
+fn group_bank(s: &Session, p: &Participant) -> i64 {
+    s.participants
+        .iter()
+        .filter(|m| p.group_id.is_some() && m.group_id == p.group_id)
+        .map(|m| m.total_time_ms)
+        .min()
+        .unwrap_or(p.total_time_ms)
 }
 
 /// A participant as sent on the wire: stored fields plus the live remaining time.

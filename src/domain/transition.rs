@@ -17,7 +17,7 @@ use super::timing::{cycle_budget, deadline, elapsed, remaining};
 /// Upper bound on timeouts applied in one write. Only `per_cycle` with
 /// `skip_cycle` can chain without end; if a session was left alone for that many
 /// cycles the rest is applied by the next write.
-pub const MAX_TIMEOUTS_PER_WRITE: usize = 1_000;
+pub const MAX_TIMEOUTS_PER_WRITE: usize = 100;
 
 /// What a client (or the scheduler) asks of a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,16 +73,19 @@ pub struct Decision {
 
 /// The one pure transition function: `s` is the stored state, `now` the server time.
 pub fn decide(s: &Session, cmd: &Command, now: Timestamp) -> Decision {
-    if let Command::Switch {
-        expected_version: Some(expected),
-        ..
-    } = cmd
-        && *expected != s.version
+    let expected_version = match cmd {
+        Command::Switch {
+            expected_version, ..
+        } => *expected_version,
+        _ => None,
+    };
+    if let Some(expected) = expected_version
+        && expected != s.version
     {
         return Decision {
             write: None,
             result: Err(DomainError::VersionMismatch {
-                expected: *expected,
+                expected,
                 actual: s.version,
             }),
         };
@@ -91,9 +94,19 @@ pub fn decide(s: &Session, cmd: &Command, now: Timestamp) -> Decision {
     let mut next = s.clone();
     let mut events = Vec::new();
     settle(&mut next, now, &mut events);
+    let settled = !events.is_empty();
     // Each command checks everything before it mutates, so a refusal leaves
     // `next` exactly as settled.
     let result = match cmd {
+        // The client decided on the version it named; a timeout settled since
+        // means it no longer describes the state, so the switch is refused
+        // (and the timeout written, at the next version).
+        Command::Switch { .. } if settled && expected_version.is_some() => {
+            Err(DomainError::VersionMismatch {
+                expected: s.version,
+                actual: s.version + 1,
+            })
+        }
         Command::Start => start(&mut next, now, &mut events),
         Command::Switch {
             next_participant_id,
@@ -168,8 +181,11 @@ fn switch(
 
     let outgoing = s.running_indices();
     let charged = charge(s, now);
+    // Fischer increment rewards handing the turn on: restarting one's own
+    // cycle (a lone participant, or a switch to oneself) earns nothing.
+    let passes_turn = !outgoing.contains(&target);
     let increment = match s.sync_mode {
-        SyncMode::PerParticipant | SyncMode::PerGroup => s.increment_ms,
+        SyncMode::PerParticipant | SyncMode::PerGroup if passes_turn => s.increment_ms,
         _ => 0,
     };
     for &i in &outgoing {

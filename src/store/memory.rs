@@ -12,14 +12,17 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{Notify, broadcast};
 
-use super::{FeedEvent, Store, StoreError, Write};
+use super::{FeedEvent, Store, StoreError, Write, expiry_after};
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
 use crate::domain::{Session, SessionId, Timestamp};
 
-/// How many audit events the embedded outbox keeps (oldest dropped first):
-/// without PostgreSQL the embedded backend has nowhere durable to put them.
+/// How many audit events the embedded outbox keeps, and how many bytes of
+/// snapshots (oldest dropped first): without PostgreSQL the embedded backend
+/// has nowhere durable to put them, and one 1000-participant session
+/// snapshots ~100 KB per write.
 const OUTBOX_CAPACITY: usize = 10_000;
+const OUTBOX_BYTES: usize = 16 * 1024 * 1024;
 /// Capacity of the update feed before a slow reader lags.
 const FEED_CAPACITY: usize = 4_096;
 
@@ -44,6 +47,7 @@ struct Inner {
     expiry: BTreeSet<(i64, SessionId)>,
     subscribed: HashSet<SessionId>,
     outbox: VecDeque<AuditEvent>,
+    outbox_bytes: usize,
 }
 
 struct Entry {
@@ -78,7 +82,11 @@ impl MemoryStore {
 
     fn apply(&self, inner: &mut Inner, write: Write<'_>) {
         let id = write.session.session_id;
-        let expires_at = self.clock.now().ms().saturating_add(self.ttl_ms);
+        let kept = inner.sessions.get(&id).map(|e| e.expires_at);
+        let expires_at = match kept {
+            Some(at) if !write.refresh_ttl => at,
+            _ => expiry_after(&write, self.ttl_ms),
+        };
         inner.remove(id);
         inner.expiry.insert((expires_at, id));
         inner.sessions.insert(
@@ -144,12 +152,20 @@ impl Inner {
 
     fn append(&mut self, events: &[AuditEvent]) {
         for e in events {
-            if self.outbox.len() == OUTBOX_CAPACITY {
-                self.outbox.pop_front();
-            }
+            self.outbox_bytes += snapshot_bytes(e);
             self.outbox.push_back(e.clone());
         }
+        while self.outbox.len() > OUTBOX_CAPACITY || self.outbox_bytes > OUTBOX_BYTES {
+            let Some(old) = self.outbox.pop_front() else {
+                break;
+            };
+            self.outbox_bytes -= snapshot_bytes(&old);
+        }
     }
+}
+
+fn snapshot_bytes(e: &AuditEvent) -> usize {
+    e.state_snapshot.as_ref().map_or(0, |s| s.as_str().len())
 }
 
 #[async_trait]

@@ -14,6 +14,8 @@
 pub mod memory;
 pub mod redis;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,13 @@ use tokio::sync::broadcast;
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
 use crate::domain::{Session, SessionId, Timestamp};
+
+/// When a write should make its session expire, in epoch ms, for a TTL of
+/// `ttl_ms` (see [`Write::refresh_ttl`]).
+pub fn expiry_after(write: &Write<'_>, ttl_ms: i64) -> i64 {
+    let from = write.deadline.map_or(write.now, |d| d.max(write.now));
+    from.ms().saturating_add(ttl_ms)
+}
 
 /// Why a store call failed.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -43,17 +52,18 @@ pub enum StoreError {
 }
 
 /// A session serialised once per write; the same bytes are stored, published
-/// and kept as the audit snapshot.
+/// and kept as the audit snapshot. Cloning shares them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct StateJson(Box<RawValue>);
+pub struct StateJson(Arc<RawValue>);
 
 impl StateJson {
     /// Serialises `session` (compact JSON).
     pub fn of(session: &Session) -> Self {
         // Serialising our own plain struct to a string cannot fail.
         let json = serde_json::to_string(session).unwrap_or_default();
-        Self(RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+        let raw = RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        Self(Arc::from(raw))
     }
 
     /// The JSON text.
@@ -84,6 +94,13 @@ pub struct Write<'a> {
     pub expected_version: u64,
     /// The deadline index entry after the write (`None` removes it).
     pub deadline: Option<Timestamp>,
+    /// Server time of the write, for the TTL.
+    pub now: Timestamp,
+    /// Whether the TTL restarts. Client commands and creation restart it (it
+    /// then ends no earlier than `deadline + TTL`, so a long timer never
+    /// vanishes before its deadline); server-applied timeouts keep it, so a
+    /// session nobody touches any more does end.
+    pub refresh_ttl: bool,
     /// Appended to the audit outbox.
     pub events: &'a [AuditEvent],
     /// Published on the session's channel for every instance's sockets.

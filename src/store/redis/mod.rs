@@ -22,7 +22,7 @@ use fred::types::scripts::Script;
 use thiserror::Error;
 use tokio::sync::broadcast;
 
-use super::{FeedEvent, Store, StoreError, Write};
+use super::{FeedEvent, Store, StoreError, Write, expiry_after};
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
 use crate::domain::{Session, SessionId, Timestamp};
@@ -187,15 +187,25 @@ impl RedisStore {
         }
     }
 
+    /// `EXPIRE` seconds for the write script, or '' to keep the current TTL.
+    fn ttl_argument(&self, write: &Write<'_>) -> Value {
+        if !write.refresh_ttl {
+            return "".into();
+        }
+        let ttl_ms =
+            i64::try_from(self.options.ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let ms = expiry_after(write, ttl_ms) - write.now.ms();
+        // Whole seconds, rounded up.
+        Value::Integer(ms.saturating_add(999) / 1000)
+    }
+
     async fn write(&self, write: Write<'_>) -> Result<(), StoreError> {
         let id = write.session.session_id;
         let mut args: Vec<Value> = vec![
             num(write.expected_version),
             num(write.session.version),
             write.state.as_str().into(),
-            i64::try_from(self.options.ttl_seconds)
-                .unwrap_or(i64::MAX)
-                .into(),
+            self.ttl_argument(&write),
             id.to_string().into(),
             write
                 .deadline

@@ -3,7 +3,7 @@
 --
 -- KEYS[1] state hash   KEYS[2] due zset   KEYS[3] audit stream   KEYS[4] shard channel
 -- ARGV[1] expected version (0 = the session must not exist)
--- ARGV[2] new version          ARGV[3] state JSON      ARGV[4] TTL in seconds
+-- ARGV[2] new version          ARGV[3] state JSON      ARGV[4] TTL in seconds, '' = keep
 -- ARGV[5] session id           ARGV[6] deadline in epoch ms, '' for none
 -- ARGV[7] message to publish   ARGV[8..] audit events (JSON), one stream entry each
 --
@@ -23,7 +23,9 @@ elseif tonumber(stored) ~= expected then
 end
 
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+if ARGV[4] ~= '' then
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
 if ARGV[6] == '' then
   redis.call('ZREM', KEYS[2], ARGV[5])
 else
