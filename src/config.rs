@@ -66,6 +66,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
     pub max_body_bytes: u64,
 
+    /// After SIGTERM, how long in-flight requests may finish before the
+    /// process exits anyway (keep it below the platform's kill timeout).
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub shutdown_grace_seconds: u64,
+
     /// Comma-separated origins allowed by CORS (`*` for any). Unset: no CORS headers.
     #[arg(long, env = "CORS_ORIGINS")]
     pub cors_origins: Option<String>,

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -34,6 +35,8 @@ pub struct Server {
     listener: TcpListener,
     engine: Arc<Engine>,
     router: axum::Router,
+    /// How long in-flight requests may run on after the shutdown signal.
+    grace: Duration,
 }
 
 impl Server {
@@ -55,6 +58,7 @@ impl Server {
             listener,
             engine,
             router,
+            grace: Duration::from_secs(config.shutdown_grace_seconds),
         })
     }
 
@@ -80,9 +84,24 @@ impl Server {
         let background = CancellationToken::new();
         let timeouts = tokio::spawn(scheduler::run(self.engine.clone(), background.clone()));
         tokio::spawn(crate::telemetry::upkeep(background.clone()));
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // After the signal, in-flight requests get the grace period to finish;
+        // a client that holds its connection open longer does not keep the
+        // process alive.
+        let (signalled, grace) = tokio::sync::oneshot::channel::<()>();
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = signalled.send(());
+        });
+        let served = tokio::select! {
+            served = serve => served,
+            _ = async {
+                let _ = grace.await;
+                tokio::time::sleep(self.grace).await;
+            } => {
+                tracing::warn!(grace = ?self.grace, "connections still open after the grace period; stopping anyway");
+                Ok(())
+            }
+        };
         background.cancel();
         let _ = timeouts.await;
         served
@@ -96,7 +115,7 @@ fn redis_options(config: &Config, url: &str) -> RedisOptions {
         cluster: config.redis_cluster,
         buckets: config.buckets,
         ttl_seconds: config.session_ttl_seconds,
-        timeout: std::time::Duration::from_millis(config.redis_timeout_ms),
+        timeout: Duration::from_millis(config.redis_timeout_ms),
         pool_size: usize::try_from(config.redis_pool_size).unwrap_or(4),
         // The audit drain arrives with the PostgreSQL issue; until then an
         // outbox nobody drains would only grow.

@@ -17,6 +17,21 @@ fn binary() -> Command {
     cmd
 }
 
+/// Waits for the child to exit, failing the test (not hanging it) after `limit`.
+fn wait_for_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Kills the child if a test fails before it exits.
 struct Guard(Child);
 
@@ -65,6 +80,37 @@ async fn serves_with_no_configuration_and_stops_cleanly_on_sigterm() {
         rest.iter().any(|l| l.contains("synckairos stopped")),
         "{rest:?}"
     );
+}
+
+#[tokio::test]
+async fn a_stalled_client_does_not_hold_shutdown_beyond_the_grace_period() {
+    use std::io::Write;
+    let mut guard = Guard(binary().env("SHUTDOWN_GRACE_SECONDS", "1").spawn().unwrap());
+    let stdout = guard.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let started: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let addr = started["addr"].as_str().unwrap().to_owned();
+
+    // A request whose body never arrives.
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    stalled
+        .write_all(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+
+    let pid = guard.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Exits by itself (this would block until the client gave up before).
+    let status = wait_for_exit(&mut guard.0, Duration::from_secs(15));
+    assert!(status.success(), "exit status {status}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("grace period")), "{rest:?}");
+    drop(stalled);
 }
 
 #[test]

@@ -27,6 +27,8 @@ pub enum ApiError {
     SessionExists(String),
     /// 413: body over `MAX_BODY_BYTES`.
     PayloadTooLarge,
+    /// 408: the request (its body upload included) took too long.
+    RequestTimeout,
     /// 503: the state store cannot be reached.
     Unavailable,
     /// 500: anything else; the cause is logged, not returned.
@@ -84,6 +86,12 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",
                 "Request body is larger than the server accepts".into(),
+                None,
+            ),
+            RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                "Request took too long".into(),
                 None,
             ),
             Unavailable => (

@@ -18,11 +18,12 @@ pub mod sessions;
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::handler::Handler;
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -98,6 +99,7 @@ pub fn routes() -> Vec<(Method, &'static str)> {
 
 /// Builds the application router with its middleware.
 pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
+    let max_body = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
     let router = route_table()
         .router
         .fallback(|req: Request| async move {
@@ -108,9 +110,9 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
             ))
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(
-            usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
-        ))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(max_body, reject_oversized))
+        .layer(middleware::from_fn(time_limit))
         .layer(middleware::from_fn(record_metrics))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(panic_response))
@@ -143,6 +145,31 @@ fn cors(config: &Config) -> Option<CorsLayer> {
             .allow_methods([Method::GET, Method::POST, Method::DELETE])
             .allow_headers(AnyOrigin),
     )
+}
+
+/// Longest a request may take, body upload included; a client that trickles
+/// its body cannot hold a connection (or a shutdown) open for longer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Any route, body read or not: a declared body over the limit is a 413
+/// before a byte of it is read.
+async fn reject_oversized(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max as u64 => ApiError::PayloadTooLarge.into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+/// Bounds every request by [`REQUEST_TIMEOUT`].
+async fn time_limit(req: Request, next: Next) -> Response {
+    tokio::time::timeout(REQUEST_TIMEOUT, next.run(req))
+        .await
+        .unwrap_or_else(|_| ApiError::RequestTimeout.into_response())
 }
 
 /// Request duration by route template and status, and requests in flight.

@@ -101,7 +101,15 @@ fn parse_switch(body: Option<&Value>) -> Result<Command, ApiError> {
     let expected_version = match obj.get("expected_version") {
         None | Some(Value::Null) => None,
         Some(v) => {
-            let n = v.as_u64().filter(|&n| n >= 1);
+            // Integral floats (2.0) count: JavaScript clients cannot tell them apart.
+            let n = v
+                .as_u64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f < 9.0e15)
+                        .map(|f| f as u64)
+                })
+                .filter(|&n| n >= 1);
             if n.is_none() {
                 details.push(FieldError::new(
                     "expected_version",

@@ -225,10 +225,38 @@ async fn bad_path_ids_and_switch_bodies() {
             "{b}"
         );
     }
+    let r = app
+        .post(&path, Some(json!({"expected_version": 2.0})))
+        .await;
+    assert_eq!(r.status, 200, "an integral float is an integer: {}", r.text);
     // An empty JSON object, and no body at all, both advance.
     let r = app.post(&path, Some(json!({}))).await;
     assert_eq!(r.status, 200);
     let r = app.raw(Method::POST, &path, None, Vec::new()).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.data()["version"], 4);
+    assert_eq!(r.data()["version"], 5);
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_413_on_every_route() {
+    let app = spawn_app().await;
+    let body = session_body("per_participant", 2, 60_000);
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    app.create(&body).await;
+    let big = vec![b' '; 300_000];
+    for path in [
+        format!("/v1/sessions/{id}/start"),
+        format!("/v1/sessions/{id}/pause"),
+    ] {
+        let r = app.raw(Method::POST, &path, JSON, big.clone()).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (413, "PAYLOAD_TOO_LARGE"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        app.get(&format!("/v1/sessions/{id}")).await.data()["status"],
+        "pending"
+    );
 }
