@@ -23,6 +23,8 @@ use crate::domain::{Session, SessionId, Timestamp};
 /// snapshots ~100 KB per write.
 const OUTBOX_CAPACITY: usize = 10_000;
 const OUTBOX_BYTES: usize = 16 * 1024 * 1024;
+/// Longest the embedded scheduler sleeps without re-reading the clock.
+const MAX_SLEEP_MS: i64 = 1_000;
 /// Capacity of the update feed before a slow reader lags.
 const FEED_CAPACITY: usize = 4_096;
 
@@ -284,6 +286,9 @@ impl Store for MemoryStore {
             let ttl = inner.expiry.first().map(|&(at, _)| at);
             due.into_iter().chain(ttl).min().map(Timestamp)
         };
+        // Deadlines are wall-clock instants but sleeps are monotonic: waking at
+        // least once a second bounds how late a clock step can make a timeout.
+        let earliest = earliest.map(|at| at.min(clock.now().plus(MAX_SLEEP_MS)));
         match earliest {
             Some(at) => {
                 tokio::select! {
