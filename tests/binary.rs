@@ -2,10 +2,11 @@
 //! environment, one start-up line, clean shutdown on SIGTERM, one clear line
 //! on bad configuration.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Lines, Write};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
+/// The binary with an empty environment, on loopback, port 0, JSON logs.
 fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_synckairos"));
     cmd.env_clear()
@@ -17,99 +18,103 @@ fn binary() -> Command {
     cmd
 }
 
-/// Waits for the child to exit, failing the test (not hanging it) after `limit`.
-fn wait_for_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
+/// A started binary; killed if the test fails before it exits.
+struct Running {
+    child: Child,
+    log: Lines<BufReader<ChildStdout>>,
+    /// The start-up log line.
+    started: serde_json::Value,
+}
+
+impl Running {
+    fn start(env: &[(&str, &str)]) -> Self {
+        let mut child = binary().envs(env.iter().copied()).spawn().unwrap();
+        let mut log = BufReader::new(child.stdout.take().unwrap()).lines();
+        let started = serde_json::from_str(&log.next().unwrap().unwrap()).unwrap();
+        Self {
+            child,
+            log,
+            started,
         }
+    }
+
+    fn addr(&self) -> String {
+        self.started["addr"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends SIGTERM, waits for the exit (failing the test after 15 s rather
+    /// than hanging it), and returns the status and the rest of the log.
+    fn terminate(mut self) -> (ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
         assert!(
-            std::time::Instant::now() < deadline,
-            "process did not exit within {limit:?}"
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
         );
-        std::thread::sleep(Duration::from_millis(20));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within 15 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let rest = self.log.by_ref().map_while(Result::ok).collect();
+        (status, rest)
     }
 }
 
-/// Kills the child if a test fails before it exits.
-struct Guard(Child);
-
-impl Drop for Guard {
+impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 #[tokio::test]
 async fn serves_with_no_configuration_and_stops_cleanly_on_sigterm() {
-    let mut guard = Guard(binary().spawn().unwrap());
-    let stdout = guard.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-
+    let server = Running::start(&[]);
     // The start-up line names the backend and the bound address.
-    let started: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    assert_eq!(started["message"], "synckairos listening");
-    assert_eq!(started["backend"], "memory");
-    let addr = started["addr"].as_str().unwrap().to_owned();
+    assert_eq!(server.started["message"], "synckairos listening");
+    assert_eq!(server.started["backend"], "memory");
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     let health = client
-        .get(format!("http://{addr}/health"))
+        .get(format!("http://{}/health", server.addr()))
         .send()
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
 
-    let pid = guard.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = guard.0.wait().unwrap();
+    let (status, log) = server.terminate();
     assert!(status.success(), "exit status {status}");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(
-        rest.iter().any(|l| l.contains("synckairos stopped")),
-        "{rest:?}"
+        log.iter().any(|l| l.contains("synckairos stopped")),
+        "{log:?}"
     );
 }
 
-#[tokio::test]
-async fn a_stalled_client_does_not_hold_shutdown_beyond_the_grace_period() {
-    use std::io::Write;
-    let mut guard = Guard(binary().env("SHUTDOWN_GRACE_SECONDS", "1").spawn().unwrap());
-    let stdout = guard.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let started: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    let addr = started["addr"].as_str().unwrap().to_owned();
-
+#[test]
+fn a_stalled_client_does_not_hold_shutdown_beyond_the_grace_period() {
+    let server = Running::start(&[("SHUTDOWN_GRACE_SECONDS", "1")]);
     // A request whose body never arrives.
-    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    let mut stalled = std::net::TcpStream::connect(server.addr()).unwrap();
     stalled
         .write_all(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
         .unwrap();
 
-    let pid = guard.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    // Exits by itself (this would block until the client gave up before).
-    let status = wait_for_exit(&mut guard.0, Duration::from_secs(15));
+    // It exits by itself while the client still holds the connection.
+    let (status, log) = server.terminate();
     assert!(status.success(), "exit status {status}");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|l| l.contains("grace period")), "{rest:?}");
+    assert!(log.iter().any(|l| l.contains("grace period")), "{log:?}");
     drop(stalled);
 }
 
@@ -119,6 +124,7 @@ fn bad_configuration_fails_with_one_clear_line_and_no_backtrace() {
         ("PORT", "not-a-port", "invalid value 'not-a-port'"),
         ("SESSION_TTL_SECONDS", "0", "SESSION_TTL_SECONDS"),
         ("LOG_FORMAT", "xml", "invalid value 'xml'"),
+        ("REDIS_URL", "mysql://nope", "invalid REDIS_URL"),
     ] {
         let out = binary().env(var, value).output().unwrap();
         assert!(!out.status.success(), "{var}={value} was accepted");

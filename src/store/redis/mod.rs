@@ -32,6 +32,9 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Capacity of the instance's update feed (and of fred's message channel).
 const FEED_CAPACITY: usize = 4_096;
 
+/// Accepted URL schemes (TLS for the `rediss` ones).
+const SCHEMES: [&str; 4] = ["redis", "rediss", "redis-cluster", "rediss-cluster"];
+
 /// Settings for [`RedisStore::connect`], taken from the server configuration.
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
@@ -99,6 +102,14 @@ impl RedisStore {
     /// starts draining pub/sub. Fails if Redis cannot be reached within the
     /// connection timeout: an instance that never had a store is not started.
     pub async fn connect(options: RedisOptions) -> Result<Self, ConnectError> {
+        let scheme = options.url.split("://").next().unwrap_or_default();
+        if !SCHEMES.contains(&scheme) || !options.url.contains("://") {
+            return Err(ConnectError::Url(format!(
+                "expected one of {}:// (got {:?})",
+                SCHEMES.join("://, "),
+                scheme
+            )));
+        }
         let url = cluster_url(&options.url, options.cluster);
         let config =
             FredConfig::from_url(&url).map_err(|e| ConnectError::Url(e.details().to_owned()))?;
