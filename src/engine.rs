@@ -17,10 +17,10 @@ use crate::domain::{
 };
 use crate::store::{StateJson, Store, StoreError, Write};
 
-/// How often a timeout is retried after losing a compare-and-set: each loss
-/// means another write landed, and every write settles due timeouts, so a
-/// second attempt almost always finds nothing left to do.
-const TIMEOUT_ATTEMPTS: usize = 5;
+/// How often a server-side write (a timeout, a delete) is retried after losing
+/// a compare-and-set: each loss means another write landed (and every write
+/// settles due timeouts), so a second attempt almost always suffices.
+const WRITE_ATTEMPTS: usize = 5;
 
 /// Why the engine refused or failed a request.
 #[derive(Debug, Error)]
@@ -174,7 +174,7 @@ impl Engine {
     /// Applies whatever timeout is due for `id`, retrying on conflicts by
     /// re-reading. Idempotent: if nothing is due it only gives the index entry back.
     pub async fn apply_timeout(&self, id: SessionId) -> Result<TimeoutOutcome, EngineError> {
-        for _ in 0..TIMEOUT_ATTEMPTS {
+        for _ in 0..WRITE_ATTEMPTS {
             let Some(current) = self.store.get(id).await.map_err(EngineError::Store)? else {
                 self.store
                     .reindex(id, 0, None)
@@ -203,7 +203,7 @@ impl Engine {
 
     /// Deletes a session; succeeds for unknown ids too (DELETE is idempotent).
     pub async fn delete(&self, id: SessionId) -> Result<(), EngineError> {
-        for _ in 0..TIMEOUT_ATTEMPTS {
+        for _ in 0..WRITE_ATTEMPTS {
             let Some(current) = self.store.get(id).await.map_err(EngineError::Store)? else {
                 return Ok(());
             };
