@@ -72,6 +72,28 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_grace_seconds: u64,
 
+    /// WebSocket connections this instance accepts.
+    #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub ws_max_connections: usize,
+
+    /// WebSocket connections accepted from one client address.
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    pub ws_max_connections_per_ip: usize,
+
+    /// WebSocket connections to one session on this instance.
+    #[arg(long, env = "WS_MAX_CONNECTIONS_PER_SESSION", default_value_t = 10_000)]
+    pub ws_max_connections_per_session: usize,
+
+    /// Interval of WebSocket ping frames; a client that misses two is dropped.
+    #[arg(long, env = "WS_PING_INTERVAL_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub ws_ping_interval_ms: u64,
+
+    /// Frames queued per WebSocket client before it counts as too slow and is closed.
+    #[arg(long, env = "WS_SEND_QUEUE", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub ws_send_queue: u64,
+
     /// Comma-separated origins allowed by CORS (`*` for any). Unset: no CORS headers.
     #[arg(long, env = "CORS_ORIGINS")]
     pub cors_origins: Option<String>,

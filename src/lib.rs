@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod fanout;
 pub mod http;
 pub mod scheduler;
 pub mod server;

@@ -13,10 +13,14 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::fanout::Hub;
+use crate::http::AppState;
+use crate::http::ws::WsLimits;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{ConnectError, RedisOptions, RedisStore};
 use crate::{http, scheduler};
+use tokio_util::task::TaskTracker;
 
 /// Why an instance could not start; printed as one line by `main`.
 #[derive(Debug, Error)]
@@ -34,6 +38,7 @@ pub enum StartupError {
 pub struct Server {
     listener: TcpListener,
     engine: Arc<Engine>,
+    state: AppState,
     router: axum::Router,
     /// How long in-flight requests may run on after the shutdown signal.
     grace: Duration,
@@ -53,10 +58,25 @@ impl Server {
             .map_err(|source| StartupError::Bind { addr, source })?;
         // Install the metrics recorder before anything records.
         crate::telemetry::metrics();
-        let router = http::router(engine.clone(), config);
+        let state = AppState {
+            engine: engine.clone(),
+            hub: Hub::new(
+                engine.clone(),
+                usize::try_from(config.ws_send_queue).unwrap_or(64),
+            ),
+            ws: Arc::new(WsLimits::new(
+                config.ws_max_connections,
+                config.ws_max_connections_per_ip,
+                config.ws_max_connections_per_session,
+                Duration::from_millis(config.ws_ping_interval_ms),
+            )),
+            ws_tasks: TaskTracker::new(),
+        };
+        let router = http::router(state.clone(), config);
         Ok(Self {
             listener,
             engine,
+            state,
             router,
             grace: Duration::from_secs(config.shutdown_grace_seconds),
         })
@@ -75,6 +95,11 @@ impl Server {
         self.engine.clone()
     }
 
+    /// The WebSocket hub, for tests that count local sockets.
+    pub fn hub(&self) -> Arc<Hub> {
+        self.state.hub.clone()
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, finishes
     /// in-flight requests and stops the background tasks.
     pub async fn run(
@@ -83,25 +108,47 @@ impl Server {
     ) -> std::io::Result<()> {
         let background = CancellationToken::new();
         let timeouts = tokio::spawn(scheduler::run(self.engine.clone(), background.clone()));
+        tokio::spawn(self.state.hub.clone().run(background.clone()));
         tokio::spawn(crate::telemetry::upkeep(background.clone()));
-        // After the signal, in-flight requests get the grace period to finish;
-        // a client that holds its connection open longer does not keep the
-        // process alive.
+
+        // On the signal: stop accepting, close every WebSocket with 1001, let
+        // in-flight requests finish. A client that holds its connection open
+        // longer than the grace period does not keep the process alive.
+        let ws_shutdown = self.state.ws.shutdown.clone();
         let (signalled, grace) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
             shutdown.await;
+            ws_shutdown.cancel();
             let _ = signalled.send(());
         });
+        let grace_period = self.grace;
+        let deadline = async move {
+            let _ = grace.await;
+            tokio::time::sleep(grace_period).await;
+        };
+        tokio::pin!(deadline);
+        let mut expired = false;
         let served = tokio::select! {
             served = serve => served,
-            _ = async {
-                let _ = grace.await;
-                tokio::time::sleep(self.grace).await;
-            } => {
-                tracing::warn!(grace = ?self.grace, "connections still open after the grace period; stopping anyway");
+            _ = &mut deadline => {
+                expired = true;
                 Ok(())
             }
         };
+        // Sockets are upgraded connections: wait for their close frames too.
+        self.state.ws_tasks.close();
+        if !expired {
+            tokio::select! {
+                _ = self.state.ws_tasks.wait() => {}
+                _ = &mut deadline => expired = true,
+            }
+        }
+        if expired {
+            tracing::warn!(grace = ?grace_period, "connections still open after the grace period; stopping anyway");
+        }
         background.cancel();
         let _ = timeouts.await;
         served

@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod sessions;
+pub mod ws;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -34,12 +35,18 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::fanout::Hub;
 use error::ApiError;
+use tokio_util::task::TaskTracker;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    pub hub: Arc<Hub>,
+    pub ws: Arc<ws::WsLimits>,
+    /// Every socket task, so shutdown can wait for their close frames.
+    pub ws_tasks: TaskTracker,
 }
 
 /// A router that records the `(method, path)` of every route it is given.
@@ -90,6 +97,7 @@ fn route_table() -> RouteTable {
         .add(Method::GET, "/metrics", health::metrics)
         .add(Method::GET, "/openapi.yaml", docs::yaml)
         .add(Method::GET, "/api-docs.json", docs::json)
+        .add(Method::GET, "/ws", ws::upgrade)
 }
 
 /// The `(method, path)` of every route, as registered.
@@ -98,7 +106,7 @@ pub fn routes() -> Vec<(Method, &'static str)> {
 }
 
 /// Builds the application router with its middleware.
-pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
+pub fn router(state: AppState, config: &Config) -> Router {
     let max_body = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
     let router = route_table()
         .router
@@ -116,7 +124,7 @@ pub fn router(engine: Arc<Engine>, config: &Config) -> Router {
         .layer(middleware::from_fn(record_metrics))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(panic_response))
-        .with_state(AppState { engine });
+        .with_state(state);
     match cors(config) {
         Some(layer) => router.layer(layer),
         None => router,

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod redis;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub engine: Arc<Engine>,
+    pub hub: Arc<synckairos::fanout::Hub>,
     /// Present when the instance runs on a manual clock.
     pub clock: Option<Arc<ManualClock>>,
     stop: Option<oneshot::Sender<()>>,
@@ -33,6 +35,13 @@ pub struct TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl TestApp {
+    /// Sends the shutdown signal (as SIGTERM would).
+    pub fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -73,6 +82,7 @@ pub async fn spawn_with(config: Config, clock: Clock, handle: Option<Arc<ManualC
         .expect("test server starts");
     let base = format!("http://{}", server.local_addr());
     let engine = server.engine();
+    let hub = server.hub();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(server.run(async {
         let _ = stopped.await;
@@ -84,6 +94,7 @@ pub async fn spawn_with(config: Config, clock: Clock, handle: Option<Arc<ManualC
             .build()
             .unwrap(),
         engine,
+        hub,
         clock: handle,
         stop: Some(stop),
     }
@@ -183,6 +194,20 @@ impl TestApp {
         let r = self.post(&format!("/v1/sessions/{id}/{cmd}"), None).await;
         assert_eq!(r.status, 200, "{cmd} failed: {}", r.text);
         r.data().clone()
+    }
+
+    /// Waits until `session` has `n` local sockets on this instance (10 s at most).
+    pub async fn await_watchers(&self, session: &str, n: usize) {
+        let id = SessionId::parse(session).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.hub.watchers(id) != n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} sockets, expected {n}",
+                self.hub.watchers(id)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Moves the manual clock forward.

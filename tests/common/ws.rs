@@ -1,0 +1,127 @@
+//! A WebSocket client for tests (tokio-tungstenite), reading server messages
+//! as JSON and failing after 10 s instead of hanging.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A connected client.
+pub struct WsClient {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// How a socket ended, as the client saw it.
+#[derive(Debug, PartialEq)]
+pub struct Closed {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl WsClient {
+    /// Connects to `/ws?sessionId=<session>` on the instance at `base` (http://…).
+    pub async fn watch(base: &str, session: &str) -> Self {
+        Self::connect(&format!(
+            "{}/ws?sessionId={session}",
+            base.replacen("http", "ws", 1)
+        ))
+        .await
+    }
+
+    /// Connects to any WebSocket URL.
+    pub async fn connect(url: &str) -> Self {
+        let (stream, _) = tokio::time::timeout(WAIT, connect_async(url))
+            .await
+            .expect("connect within 10 s")
+            .expect("websocket handshake");
+        Self { stream }
+    }
+
+    /// The next server message, as JSON (control frames skipped).
+    pub async fn next(&mut self) -> Value {
+        match self.next_or_close().await {
+            Ok(v) => v,
+            Err(closed) => panic!("socket closed: {closed:?}"),
+        }
+    }
+
+    /// The next message of `kind`, skipping others (e.g. an initial STATE_SYNC).
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let m = self.next().await;
+            if m["type"] == kind {
+                return m;
+            }
+        }
+    }
+
+    /// The next message, or how the socket closed.
+    pub async fn next_or_close(&mut self) -> Result<Value, Closed> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a server message within 10 s");
+            match frame {
+                Some(Ok(Message::Text(t))) => {
+                    return Ok(serde_json::from_str(t.as_str()).expect("JSON text frame"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(frame.map_or(
+                        Closed {
+                            code: 1005,
+                            reason: String::new(),
+                        },
+                        |f| Closed {
+                            code: f.code.into(),
+                            reason: f.reason.to_string(),
+                        },
+                    ));
+                }
+                Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings itself
+                Some(Err(_)) | None => {
+                    return Err(Closed {
+                        code: 1006,
+                        reason: "connection dropped".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reads until the socket closes; returns the close and the messages before it.
+    pub async fn until_closed(&mut self) -> (Closed, Vec<Value>) {
+        let mut seen = Vec::new();
+        loop {
+            match self.next_or_close().await {
+                Ok(v) => seen.push(v),
+                Err(closed) => return (closed, seen),
+            }
+        }
+    }
+
+    pub async fn send_json(&mut self, v: Value) {
+        self.stream
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_text(&mut self, s: &str) {
+        self.stream
+            .send(Message::Text(s.to_owned().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_binary(&mut self, b: Vec<u8>) {
+        self.stream
+            .send(Message::Binary(b.into()))
+            .await
+            .expect("send");
+    }
+}

@@ -1,0 +1,318 @@
+//! The WebSocket protocol of API.md against in-process instances on the
+//! embedded backend (the fan-out across instances over Redis is in
+//! `tests/fanout.rs`).
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::json;
+use synckairos::clock::Clock;
+
+use common::ws::{Closed, WsClient};
+use common::*;
+
+/// A created session; returns its id.
+async fn created(app: &TestApp, mode: &str, participants: usize, bank_ms: i64) -> String {
+    let body = session_body(mode, participants, bank_ms);
+    app.create(&body).await;
+    body["session_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn connected_then_state_sync_then_an_update_per_write() {
+    let app = spawn_app().await;
+    let id = created(&app, "per_participant", 2, 60_000).await;
+    let mut ws = WsClient::watch(&app.base, &id).await;
+
+    let connected = ws.next().await;
+    assert_eq!(
+        (connected["type"].as_str(), connected["sessionId"].as_str()),
+        (Some("CONNECTED"), Some(id.as_str()))
+    );
+    assert!(connected["timestamp"].is_i64());
+    let sync = ws.next().await;
+    assert_eq!(sync["type"], "STATE_SYNC");
+    assert_eq!(sync["state"]["version"], 1);
+    assert!(
+        sync["state"]["server_time_ms"].is_i64(),
+        "derived fields are present"
+    );
+    assert!(sync["state"]["participants"][0]["time_remaining_ms"].is_i64());
+
+    app.command(&id, "start").await;
+    let r = app.post(&format!("/v1/sessions/{id}/switch"), None).await;
+    assert_eq!(r.status, 200);
+    for version in [2, 3] {
+        let update = ws.next().await;
+        assert_eq!(
+            (update["type"].as_str(), update["state"]["version"].as_u64()),
+            (Some("STATE_UPDATE"), Some(version))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_session_that_does_not_exist_yet_can_be_watched() {
+    let app = spawn_app().await;
+    let body = session_body("per_cycle", 2, 60_000);
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    let mut ws = WsClient::watch(&app.base, &id).await;
+    assert_eq!(ws.next().await["type"], "CONNECTED");
+    app.create(&body).await;
+    let update = ws.next().await;
+    assert_eq!(
+        (update["type"].as_str(), update["state"]["version"].as_u64()),
+        (Some("STATE_UPDATE"), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn ping_gets_a_pong_with_server_timestamps() {
+    let (clock, time) = Clock::manual(T0);
+    let app = spawn_with(test_config(), clock, Some(time)).await;
+    let id = created(&app, "per_participant", 2, 60_000).await;
+    let mut ws = WsClient::watch(&app.base, &id).await;
+    ws.next_of("STATE_SYNC").await;
+    ws.send_json(json!({"type": "PING", "client_time": 12345}))
+        .await;
+    let pong = ws.next().await;
+    assert_eq!(pong["type"], "PONG");
+    assert_eq!(pong["client_time"], 12345);
+    assert_eq!(pong["timestamp"], T0.ms());
+    assert_eq!(pong["server_receive_ms"], T0.ms());
+    assert_eq!(pong["server_send_ms"], T0.ms());
+    ws.send_json(json!({"type": "PING"})).await;
+    assert!(ws.next().await.get("client_time").is_none());
+}
+
+#[tokio::test]
+async fn reconnect_resends_the_state_and_bad_messages_get_errors_without_closing() {
+    let app = spawn_app().await;
+    let id = created(&app, "per_participant", 2, 60_000).await;
+    let mut ws = WsClient::watch(&app.base, &id).await;
+    ws.next_of("STATE_SYNC").await;
+
+    ws.send_json(json!({"type": "RECONNECT"})).await;
+    let sync = ws.next().await;
+    assert_eq!(
+        (sync["type"].as_str(), sync["state"]["version"].as_u64()),
+        (Some("STATE_SYNC"), Some(1))
+    );
+
+    for (send, code) in [
+        ("not json", "INVALID_MESSAGE"),
+        ("[1,2]", "INVALID_MESSAGE"),
+        ("{\"type\": \"DANCE\"}", "UNKNOWN_MESSAGE_TYPE"),
+    ] {
+        ws.send_text(send).await;
+        let error = ws.next().await;
+        assert_eq!(
+            (error["type"].as_str(), error["code"].as_str()),
+            (Some("ERROR"), Some(code)),
+            "{send}"
+        );
+    }
+    ws.send_binary(vec![1, 2, 3]).await;
+    assert_eq!(ws.next().await["code"], "UNSUPPORTED_FRAME");
+
+    // Still open: a PING is answered.
+    ws.send_json(json!({"type": "PING"})).await;
+    assert_eq!(ws.next().await["type"], "PONG");
+}
+
+#[tokio::test]
+async fn deletion_sends_session_deleted_then_closes_1000_and_reconnect_reports_it() {
+    let app = spawn_app().await;
+    let id = created(&app, "per_participant", 2, 60_000).await;
+    let mut ws = WsClient::watch(&app.base, &id).await;
+    let mut late = WsClient::watch(&app.base, &id).await;
+    ws.next_of("STATE_SYNC").await;
+    late.next_of("STATE_SYNC").await;
+
+    let r = app
+        .call(reqwest::Method::DELETE, &format!("/v1/sessions/{id}"), None)
+        .await;
+    assert_eq!(r.status, 204);
+    let (closed, before) = ws.until_closed().await;
+    assert_eq!(before.last().unwrap()["type"], "SESSION_DELETED");
+    assert_eq!(closed.code, 1000);
+
+    // A client asking for the state of a deleted session gets an error.
+    let mut fresh = WsClient::watch(&app.base, &id).await;
+    assert_eq!(fresh.next().await["type"], "CONNECTED");
+    fresh.send_json(json!({"type": "RECONNECT"})).await;
+    assert_eq!(fresh.next().await["code"], "SESSION_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_missing_or_malformed_session_id_closes_1008() {
+    let app = spawn_app().await;
+    let ws_base = app.base.replacen("http", "ws", 1);
+    for url in [
+        format!("{ws_base}/ws"),
+        format!("{ws_base}/ws?sessionId=nope"),
+        format!("{ws_base}/ws?other=1"),
+    ] {
+        let mut ws = WsClient::connect(&url).await;
+        let (closed, seen) = ws.until_closed().await;
+        assert!(seen.is_empty(), "{url}: {seen:?}");
+        assert_eq!(closed.code, 1008, "{url}");
+        assert!(closed.reason.contains("sessionId"), "{closed:?}");
+    }
+    // A plain GET without the upgrade is a 400 in the envelope.
+    let r = app.get("/ws?sessionId=x").await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "VALIDATION_ERROR"));
+}
+
+#[tokio::test]
+async fn server_timeouts_reach_sockets_as_update_and_timeout() {
+    let app = spawn_app_manual_clock().await;
+    let mut body = session_body("per_participant", 2, 5_000);
+    body["action_on_timeout"] = json!({"type": "auto_action", "action": "fold"});
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    let ids = participant_ids(&body);
+    app.create(&body).await;
+    app.command(&id, "start").await;
+    let mut ws = WsClient::watch(&app.base, &id).await;
+    ws.next_of("STATE_SYNC").await;
+
+    app.advance(5_000);
+    let update = ws.next().await;
+    assert_eq!(
+        (update["type"].as_str(), update["state"]["version"].as_u64()),
+        (Some("STATE_UPDATE"), Some(3))
+    );
+    let timeout = ws.next().await;
+    assert_eq!(timeout["type"], "TIMEOUT");
+    assert_eq!(timeout["participant_id"], json!(ids[0]));
+    assert_eq!(
+        timeout["action_on_timeout"],
+        json!({"type": "auto_action", "action": "fold"})
+    );
+    assert_eq!(timeout["state"]["active_participant_id"], json!(ids[1]));
+}
+
+#[tokio::test]
+async fn connection_limits_close_with_a_clear_reason() {
+    let mut config = test_config();
+    config.ws_max_connections = 2;
+    let app = spawn_with(config, Clock::System, None).await;
+    let id = created(&app, "per_participant", 2, 60_000).await;
+    let mut a = WsClient::watch(&app.base, &id).await;
+    let mut b = WsClient::watch(&app.base, &id).await;
+    a.next_of("STATE_SYNC").await;
+    b.next_of("STATE_SYNC").await;
+    let mut c = WsClient::watch(&app.base, &id).await;
+    let (closed, _) = c.until_closed().await;
+    assert_eq!(
+        closed,
+        Closed {
+            code: 1013,
+            reason: "too many connections on this instance".into()
+        }
+    );
+
+    let mut config = test_config();
+    config.ws_max_connections_per_session = 1;
+    let app = spawn_with(config, Clock::System, None).await;
+    let id = created(&app, "per_participant", 2, 60_000).await;
+    let mut a = WsClient::watch(&app.base, &id).await;
+    a.next_of("STATE_SYNC").await;
+    let mut b = WsClient::watch(&app.base, &id).await;
+    assert_eq!(
+        b.until_closed().await.0.reason,
+        "too many connections for this session"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_dropped_while_others_keep_receiving() {
+    let mut config = test_config();
+    config.ws_send_queue = 4;
+    let app = spawn_with(config, Clock::System, None).await;
+    // Large states (1000 participants, ~110 KB each) fill socket buffers fast.
+    let id = created(&app, "per_participant", 1000, 60_000).await;
+    app.command(&id, "start").await;
+    let mut reader = WsClient::watch(&app.base, &id).await;
+    let _stalled = WsClient::watch(&app.base, &id).await; // never read
+    reader.next_of("STATE_SYNC").await;
+    app.await_watchers(&id, 2).await;
+    let sid = synckairos::domain::SessionId::parse(&id).unwrap();
+
+    // Switch until the stalled client has been dropped (bounded).
+    let mut last = 2;
+    for _ in 0..2_000 {
+        if app.hub.watchers(sid) == 1 {
+            break;
+        }
+        let r = app.post(&format!("/v1/sessions/{id}/switch"), None).await;
+        assert_eq!(r.status, 200);
+        let v = reader.next_of("STATE_UPDATE").await["state"]["version"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(v, last + 1, "the reading client misses nothing");
+        last = v;
+    }
+    assert_eq!(app.hub.watchers(sid), 1, "the stalled client was dropped");
+    assert!(metric(&app, "synckairos_ws_slow_client_disconnects_total").await >= 1.0);
+    // The reader still gets the next update.
+    app.post(&format!("/v1/sessions/{id}/switch"), None).await;
+    assert_eq!(
+        reader.next_of("STATE_UPDATE").await["state"]["version"].as_u64(),
+        Some(last + 1)
+    );
+}
+
+/// The value of a counter on /metrics (0 if absent). The recorder is
+/// process-wide, so only use it for counters no other test moves.
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.get("/metrics").await.text;
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn unresponsive_clients_are_dropped_after_two_missed_pings() {
+    let mut config = test_config();
+    config.ws_ping_interval_ms = 100;
+    let app = spawn_with(config, Clock::System, None).await;
+    let id = created(&app, "per_participant", 2, 60_000).await;
+    // A client that completes the handshake and then never reads, so never
+    // answers a ping; and one that keeps reading (tungstenite answers pings).
+    let url = format!("{}/ws?sessionId={id}", app.base.replacen("http", "ws", 1));
+    let (_silent, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut live = WsClient::watch(&app.base, &id).await;
+    live.next_of("STATE_SYNC").await;
+    app.await_watchers(&id, 2).await;
+
+    let sid = synckairos::domain::SessionId::parse(&id).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.hub.watchers(sid) != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "silent client not dropped"
+        );
+        live.send_json(json!({"type": "PING"})).await;
+        assert_eq!(live.next().await["type"], "PONG");
+    }
+    live.send_json(json!({"type": "PING"})).await;
+    assert_eq!(
+        live.next().await["type"],
+        "PONG",
+        "the live client is still served"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_sockets_with_1001() {
+    let mut app = spawn_app().await;
+    let id = created(&app, "per_participant", 2, 60_000).await;
+    let mut ws = WsClient::watch(&app.base, &id).await;
+    ws.next_of("STATE_SYNC").await;
+    app.shutdown();
+    let (closed, _) = ws.until_closed().await;
+    assert_eq!(closed.code, 1001);
+}
