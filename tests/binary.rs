@@ -2,83 +2,16 @@
 //! environment, one start-up line, clean shutdown on SIGTERM, one clear line
 //! on bad configuration.
 
-use std::io::{BufRead, BufReader, Lines, Write};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-/// The binary with an empty environment, on loopback, port 0, JSON logs.
-fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_synckairos"));
-    cmd.env_clear()
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
+use std::io::Write;
+use std::time::Duration;
 
-/// A started binary; killed if the test fails before it exits.
-struct Running {
-    child: Child,
-    log: Lines<BufReader<ChildStdout>>,
-    /// The start-up log line.
-    started: serde_json::Value,
-}
-
-impl Running {
-    fn start(env: &[(&str, &str)]) -> Self {
-        let mut child = binary().envs(env.iter().copied()).spawn().unwrap();
-        let mut log = BufReader::new(child.stdout.take().unwrap()).lines();
-        let started = serde_json::from_str(&log.next().unwrap().unwrap()).unwrap();
-        Self {
-            child,
-            log,
-            started,
-        }
-    }
-
-    fn addr(&self) -> String {
-        self.started["addr"].as_str().unwrap().to_owned()
-    }
-
-    /// Sends SIGTERM, waits for the exit (failing the test after 15 s rather
-    /// than hanging it), and returns the status and the rest of the log.
-    fn terminate(mut self) -> (ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process did not exit within 15 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let rest = self.log.by_ref().map_while(Result::ok).collect();
-        (status, rest)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::process::{Instance, binary};
 
 #[tokio::test]
 async fn serves_with_no_configuration_and_stops_cleanly_on_sigterm() {
-    let server = Running::start(&[]);
+    let server = Instance::start(&[]);
     // The start-up line names the backend and the bound address.
     assert_eq!(server.started["message"], "synckairos listening");
     assert_eq!(server.started["backend"], "memory");
@@ -104,7 +37,7 @@ async fn serves_with_no_configuration_and_stops_cleanly_on_sigterm() {
 
 #[test]
 fn a_stalled_client_does_not_hold_shutdown_beyond_the_grace_period() {
-    let server = Running::start(&[("SHUTDOWN_GRACE_SECONDS", "1")]);
+    let server = Instance::start(&[("SHUTDOWN_GRACE_SECONDS", "1")]);
     // A request whose body never arrives.
     let mut stalled = std::net::TcpStream::connect(server.addr()).unwrap();
     stalled

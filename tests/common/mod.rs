@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod process;
 pub mod redis;
 pub mod ws;
 
@@ -22,15 +23,41 @@ use tokio::sync::oneshot;
 /// 2026-01-01T10:00:00Z: where manual clocks start.
 pub const T0: Timestamp = Timestamp(1_767_261_600_000);
 
-/// A running instance; stopped when dropped.
-pub struct TestApp {
+/// A REST client for one instance (in this process or another).
+pub struct Rest {
     pub base: String,
     pub client: reqwest::Client,
+}
+
+impl Rest {
+    /// A client for the instance at `base` (`http://host:port`).
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.to_owned(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        }
+    }
+}
+
+/// A running in-process instance; stopped when dropped. Derefs to its [`Rest`] client.
+pub struct TestApp {
+    pub rest: Rest,
     pub engine: Arc<Engine>,
     pub hub: Arc<synckairos::fanout::Hub>,
     /// Present when the instance runs on a manual clock.
     pub clock: Option<Arc<ManualClock>>,
     stop: Option<oneshot::Sender<()>>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Rest;
+
+    fn deref(&self) -> &Rest {
+        &self.rest
+    }
 }
 
 impl Drop for TestApp {
@@ -40,6 +67,33 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// Waits until `session` has `n` local sockets on this instance (10 s at most).
+    pub async fn await_watchers(&self, session: &str, n: usize) {
+        let id = SessionId::parse(session).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.hub.watchers(id) != n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} sockets, expected {n}",
+                self.hub.watchers(id)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Moves the manual clock forward.
+    pub fn advance(&self, ms: i64) {
+        self.clock.as_ref().expect("manual clock").advance(ms);
+    }
+
+    /// Subscribes to a session's published updates on this instance's store.
+    pub async fn watch(&self, id: &str) -> Watcher {
+        let id = SessionId::parse(id).unwrap();
+        let feed = self.engine.store().feed();
+        self.engine.store().subscribe(id).await.unwrap();
+        Watcher { id, feed }
+    }
+
     /// Sends the shutdown signal (as SIGTERM would).
     pub fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -88,11 +142,7 @@ pub async fn spawn_with(config: Config, clock: Clock, handle: Option<Arc<ManualC
         let _ = stopped.await;
     }));
     TestApp {
-        base,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap(),
+        rest: Rest::new(&base),
         engine,
         hub,
         clock: handle,
@@ -133,7 +183,7 @@ impl Reply {
     }
 }
 
-impl TestApp {
+impl Rest {
     /// Sends a request; `body` is sent as JSON when given.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
@@ -194,33 +244,6 @@ impl TestApp {
         let r = self.post(&format!("/v1/sessions/{id}/{cmd}"), None).await;
         assert_eq!(r.status, 200, "{cmd} failed: {}", r.text);
         r.data().clone()
-    }
-
-    /// Waits until `session` has `n` local sockets on this instance (10 s at most).
-    pub async fn await_watchers(&self, session: &str, n: usize) {
-        let id = SessionId::parse(session).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while self.hub.watchers(id) != n {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} sockets, expected {n}",
-                self.hub.watchers(id)
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Moves the manual clock forward.
-    pub fn advance(&self, ms: i64) {
-        self.clock.as_ref().expect("manual clock").advance(ms);
-    }
-
-    /// Subscribes to a session's published updates on this instance's store.
-    pub async fn watch(&self, id: &str) -> Watcher {
-        let id = SessionId::parse(id).unwrap();
-        let feed = self.engine.store().feed();
-        self.engine.store().subscribe(id).await.unwrap();
-        Watcher { id, feed }
     }
 }
 

@@ -12,11 +12,22 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Append-only file on, so data survives a restart.
+    persistent: bool,
 }
 
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers PING.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// As [`RedisServer::start`], keeping its data across [`RedisServer::restart`].
+    pub fn start_persistent() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("synckairos-redis-{port}-{}", std::process::id()));
@@ -25,6 +36,7 @@ impl RedisServer {
             port,
             dir,
             child: None,
+            persistent,
         };
         server.spawn();
         server
@@ -43,7 +55,7 @@ impl RedisServer {
         }
     }
 
-    /// Starts again on the same port (with no data: persistence is off).
+    /// Starts again on the same port (with its data only if persistent).
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
@@ -78,7 +90,12 @@ impl RedisServer {
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "no"]
+            })
             .args(["--protected-mode", "no", "--dir"])
             .arg(&self.dir)
             .stdout(Stdio::null())

@@ -1,0 +1,85 @@
+//! SyncKairos as a separate OS process of the built binary, for tests where
+//! isolation matters (several instances, SIGTERM, kill -9).
+
+use std::io::{BufRead, BufReader, Lines};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary with an empty environment, on loopback, port 0, JSON logs.
+pub fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_synckairos"));
+    cmd.env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// A started instance; killed if the test ends before it exits.
+pub struct Instance {
+    child: Child,
+    log: Lines<BufReader<ChildStdout>>,
+    /// The start-up log line.
+    pub started: serde_json::Value,
+}
+
+impl Instance {
+    /// Starts the binary with `env` and waits for its start-up line.
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let mut child = binary().envs(env.iter().copied()).spawn().unwrap();
+        let mut log = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = log.next().expect("a start-up line").unwrap();
+        let started =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("start-up line: {line}"));
+        Self {
+            child,
+            log,
+            started,
+        }
+    }
+
+    /// `host:port` it listens on.
+    pub fn addr(&self) -> String {
+        self.started["addr"].as_str().unwrap().to_owned()
+    }
+
+    /// `http://host:port`
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// Sends SIGTERM, waits for the exit (failing the test after 15 s rather
+    /// than hanging it), and returns the status and the rest of the log.
+    pub fn terminate(mut self) -> (ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within 15 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let rest = self.log.by_ref().map_while(Result::ok).collect();
+        (status, rest)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
