@@ -175,3 +175,36 @@ async fn after_a_redis_restart_clients_stay_connected_get_state_sync_and_further
         assert_eq!(update["state"]["version"], version);
     }
 }
+
+#[tokio::test]
+async fn losing_only_the_pubsub_link_resubscribes_and_resyncs_clients() {
+    let redis = RedisServer::start();
+    let nodes = instances(&redis, 1);
+    let app = rest(&nodes[0]);
+    let body = session_body("per_participant", 2, 3_600_000);
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    app.create(&body).await;
+    app.command(&id, "start").await;
+    let mut ws = WsClient::watch(&nodes[0].base(), &id).await;
+    ws.next_of("STATE_SYNC").await;
+
+    // Redis drops the instance's subscriber connection; commands are untouched.
+    let killed: u32 = redis
+        .cli(&["client", "kill", "type", "pubsub"])
+        .parse()
+        .unwrap();
+    assert!(killed >= 1);
+    let sync = ws.next().await;
+    assert_eq!(
+        (sync["type"].as_str(), sync["state"]["version"].as_u64()),
+        (Some("STATE_SYNC"), Some(2))
+    );
+    let switched = app.post(&format!("/v1/sessions/{id}/switch"), None).await;
+    assert_eq!(switched.status, 200);
+    assert_eq!(ws.next_of("STATE_UPDATE").await["state"]["version"], 3);
+    assert_eq!(
+        app.get("/ready").await.status,
+        200,
+        "the probe answers again"
+    );
+}

@@ -46,9 +46,16 @@ pub fn channel(b: u16, id: SessionId) -> String {
     format!("sk:{{{b}}}:c:{id}")
 }
 
-/// The session a channel name belongs to.
+/// The session a channel name `sk:{b}:c:<id>` belongs to.
 pub fn session_of_channel(channel: &str) -> Option<SessionId> {
-    channel.rsplit(':').next().and_then(SessionId::parse)
+    let (prefix, id) = channel.rsplit_once(':')?;
+    prefix.ends_with(":c").then(|| SessionId::parse(id))?
+}
+
+/// An instance's own probe channel: it publishes there and expects to hear
+/// itself, proving its pub/sub link still delivers.
+pub fn probe_channel(instance: uuid::Uuid) -> String {
+    format!("sk:{{0}}:probe:{instance}")
 }
 
 /// All keys one write touches, in the order the scripts expect them.
@@ -68,6 +75,7 @@ mod tests {
         let tag = format!("{{{}}}", bucket(id, 16));
         assert!(keys.iter().all(|k| k.contains(&tag)), "{keys:?}");
         assert_eq!(session_of_channel(&keys[3]), Some(id));
+        assert_eq!(session_of_channel(&probe_channel(id.0)), None);
     }
 
     #[test]

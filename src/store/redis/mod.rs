@@ -10,6 +10,8 @@
 pub mod keys;
 mod pubsub;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -95,6 +97,8 @@ pub struct RedisStore {
     scripts: Scripts,
     options: RedisOptions,
     feed: broadcast::Sender<FeedEvent>,
+    /// When this instance last heard its own pub/sub probe.
+    probe_heard: pubsub::LastProbe,
 }
 
 impl RedisStore {
@@ -162,13 +166,31 @@ impl RedisStore {
         }
 
         let feed = broadcast::channel(FEED_CAPACITY).0;
-        tokio::spawn(pubsub::drain(subscriber.clone(), feed.clone()));
+        let probe = keys::probe_channel(uuid::Uuid::new_v4());
+        let probe_heard = Arc::new(AtomicI64::new(pubsub::now_ms()));
+        tokio::spawn(pubsub::drain(
+            subscriber.clone(),
+            feed.clone(),
+            probe.clone(),
+            probe_heard.clone(),
+        ));
+        subscriber
+            .ssubscribe(probe.as_str())
+            .await
+            .map_err(|e| ConnectError::Connect(format!("subscribing the probe: {e}")))?;
+        tokio::spawn(pubsub::probe(
+            pool.clone(),
+            subscriber.clone(),
+            probe,
+            probe_heard.clone(),
+        ));
         Ok(Self {
             pool,
             subscriber,
             scripts,
             options,
             feed,
+            probe_heard,
         })
     }
 
@@ -373,8 +395,15 @@ impl Store for RedisStore {
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 
+    /// Redis answers commands, and the pub/sub link delivers (its probe came back).
     async fn ping(&self) -> Result<(), StoreError> {
         let _: String = self.pool.next().ping(None).await.map_err(unavailable)?;
+        let silent = pubsub::now_ms() - self.probe_heard.load(Ordering::Relaxed);
+        if silent > pubsub::PROBE_TIMEOUT_MS {
+            return Err(StoreError::Unavailable(format!(
+                "pub/sub probe not answered for {silent} ms"
+            )));
+        }
         Ok(())
     }
 }
