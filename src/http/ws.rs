@@ -323,15 +323,16 @@ async fn answer(
     };
     match message.get("type").and_then(Value::as_str) {
         Some("PING") => {
-            let mut pong = json!({
-                "type": "PONG",
-                "server_receive_ms": received,
-            });
-            if let Some(client_time) = message.get("client_time").filter(|v| v.is_number()) {
-                pong["client_time"] = client_time.clone();
-            }
+            let client_time = message
+                .get("client_time")
+                .filter(|v| v.is_number())
+                .cloned();
             let sent = clock.now().ms();
-            pong["timestamp"] = json!(sent);
+            let mut pong = json!({"type": "PONG", "timestamp": sent});
+            if let Some(t) = client_time {
+                pong["client_time"] = t;
+            }
+            pong["server_receive_ms"] = json!(received);
             pong["server_send_ms"] = json!(sent);
             Some(pong)
         }
