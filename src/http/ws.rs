@@ -26,9 +26,10 @@ use crate::fanout::{Frame, Hub, Rule};
 
 /// Largest inbound frame or message (API.md "Limits").
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
-/// Kernel-side buffers stay small so idle sockets are cheap; the write buffer
+/// Per-socket buffers stay small so idle sockets are cheap (client messages
+/// are tiny; the read buffer grows for larger frames up to the cap); the write buffer
 /// is capped so a stuck client cannot hold much memory.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
 const MAX_WRITE_BUFFER: usize = 256 * 1024;
 /// How long a close frame may take to go out before the socket is dropped.
