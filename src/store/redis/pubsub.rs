@@ -4,6 +4,7 @@
 //! the same task resubscribes after a reconnect and tells the feed, because
 //! updates may have been missed while the link was down.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -53,9 +54,7 @@ pub async fn drain(
             },
             reconnected = reconnects.recv() => match reconnected {
                 Ok(server) => {
-                    if let Err(e) = subscriber.resubscribe_all().await {
-                        tracing::warn!(error = %e, "resubscribing after reconnect failed");
-                    }
+                    resubscribe(&subscriber).await;
                     tracing::info!(%server, channels = subscriber.tracked_shard_channels().len(), "pub/sub reconnected and resubscribed");
                     let _ = feed.send(FeedEvent::Resubscribed);
                 }
@@ -64,6 +63,45 @@ pub async fn drain(
             },
         }
     }
+}
+
+/// Resubscribes every tracked shard channel, retrying with backoff until it
+/// works: announcing a resubscription that failed would leave sockets silently
+/// without updates. (fred's own `resubscribe_all` first sends a SUBSCRIBE
+/// with no channels, which Redis rejects.) Channels are grouped by hash tag,
+/// so each SSUBSCRIBE stays within one slot, as Redis Cluster requires.
+async fn resubscribe(subscriber: &SubscriberClient) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let mut by_tag: HashMap<String, Vec<String>> = HashMap::new();
+        for channel in subscriber.tracked_shard_channels() {
+            let channel = channel.to_string();
+            by_tag
+                .entry(hash_tag(&channel).to_owned())
+                .or_default()
+                .push(channel);
+        }
+        let mut failed = None;
+        for channels in by_tag.into_values() {
+            if let Err(e) = subscriber.ssubscribe(channels).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let Some(e) = failed else {
+            return;
+        };
+        tracing::warn!(error = %e, retry_in = ?delay, "resubscribing after reconnect failed");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// The `{…}` hash tag of a key or channel (the whole name if it has none).
+fn hash_tag(name: &str) -> &str {
+    name.split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map_or(name, |(tag, _)| tag)
 }
 
 /// How often the probe is published.
@@ -101,4 +139,19 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hash_tag;
+
+    #[test]
+    fn channels_group_by_their_bucket_tag() {
+        assert_eq!(
+            hash_tag("sk:{7}:c:6f1c2b1e-1111-4c1a-9a1a-000000000001"),
+            "7"
+        );
+        assert_eq!(hash_tag("sk:{0}:probe:x"), "0");
+        assert_eq!(hash_tag("plain"), "plain");
+    }
 }
