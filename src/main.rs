@@ -13,6 +13,15 @@ use synckairos::telemetry;
 async fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init_tracing(config.log_format);
+    // Handlers first: a SIGTERM that arrives right after the start-up line
+    // must shut down cleanly, not kill the process.
+    let shutdown = match shutdown_signal() {
+        Ok(signal) => signal,
+        Err(e) => {
+            eprintln!("synckairos: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match Server::build(&config, Clock::System).await {
         Ok(server) => server,
         Err(e) => {
@@ -28,7 +37,7 @@ async fn main() -> ExitCode {
     if config.database_url.is_none() {
         tracing::info!("DATABASE_URL unset: audit trail to PostgreSQL is off");
     }
-    match server.run(shutdown_signal()).await {
+    match server.run(shutdown).await {
         Ok(()) => {
             tracing::info!("synckairos stopped");
             ExitCode::SUCCESS
@@ -40,25 +49,26 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what orchestrators send).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Installs the SIGINT (Ctrl-C) and SIGTERM (what orchestrators send)
+/// handlers now, and returns a future that resolves on either.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
-    tracing::info!("shutdown signal received");
+        tracing::info!("shutdown signal received");
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received");
+    })
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::process::{Instance, binary};
@@ -38,8 +38,19 @@ async fn serves_with_no_configuration_and_stops_cleanly_on_sigterm() {
 #[test]
 fn a_stalled_client_does_not_hold_shutdown_beyond_the_grace_period() {
     let server = Instance::start(&[("SHUTDOWN_GRACE_SECONDS", "1")]);
-    // A request whose body never arrives.
+    // A connection the server is serving (a first request answered on it),
+    // then a request on it whose body never arrives.
     let mut stalled = std::net::TcpStream::connect(server.addr()).unwrap();
+    stalled
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answered = Vec::new();
+    let mut buf = [0u8; 512];
+    while !String::from_utf8_lossy(&answered).contains("\"ok\"}") {
+        let n = stalled.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed before /health answered");
+        answered.extend_from_slice(&buf[..n]);
+    }
     stalled
         .write_all(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
         .unwrap();
