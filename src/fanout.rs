@@ -209,16 +209,7 @@ impl Hub {
                     return;
                 }
             },
-            Ok(Update::Deleted { .. }) => vec![
-                text_frame(
-                    json!({"type": "SESSION_DELETED", "sessionId": session, "timestamp": self.engine.clock().now().ms()}),
-                    None,
-                ),
-                Frame::Close {
-                    code: 1000,
-                    reason: "session deleted",
-                },
-            ],
+            Ok(Update::Deleted { .. }) => deleted_frames(session, self.engine.clock().now()),
             Err(e) => {
                 tracing::warn!(session_id = %session, error = %e, "undecodable update");
                 return;
@@ -259,17 +250,51 @@ impl Hub {
         }
     }
 
-    /// Sends every local socket a fresh STATE_SYNC (after a lost link or lag).
+    /// Sends every local socket a fresh STATE_SYNC (after a lost link or lag);
+    /// a session deleted meanwhile gets its SESSION_DELETED and close instead.
+    /// Reads that fail are retried a few times (the link just came back).
     async fn resync_all(&self) {
-        let sessions: Vec<SessionId> = self.members().keys().copied().collect();
-        for session in sessions {
-            match self.state_sync(session, Rule::Resync).await {
-                Ok(Some(frame)) => self.deliver(session, &[frame]),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(session_id = %session, error = %e, "resync failed"),
+        let mut sessions: Vec<SessionId> = self.members().keys().copied().collect();
+        for attempt in 0..RESYNC_ATTEMPTS {
+            let mut failed = Vec::new();
+            for session in sessions {
+                match self.state_sync(session, Rule::Resync).await {
+                    Ok(Some(frame)) => self.deliver(session, &[frame]),
+                    Ok(None) => {
+                        let now = self.engine.clock().now();
+                        self.deliver(session, &deleted_frames(session, now));
+                    }
+                    Err(e) => {
+                        tracing::warn!(session_id = %session, error = %e, attempt, "resync failed");
+                        failed.push(session);
+                    }
+                }
             }
+            if failed.is_empty() {
+                return;
+            }
+            sessions = failed;
+            tokio::time::sleep(RESYNC_RETRY).await;
         }
     }
+}
+
+/// How often a failed resync read is tried, and how long apart.
+const RESYNC_ATTEMPTS: u32 = 5;
+const RESYNC_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// SESSION_DELETED, then close 1000.
+fn deleted_frames(session: SessionId, now: Timestamp) -> Vec<Frame> {
+    vec![
+        text_frame(
+            json!({"type": "SESSION_DELETED", "sessionId": session, "timestamp": now.ms()}),
+            None,
+        ),
+        Frame::Close {
+            code: 1000,
+            reason: "session deleted",
+        },
+    ]
 }
 
 /// The frames of one state update: STATE_UPDATE, then a TIMEOUT per timeout.

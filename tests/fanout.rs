@@ -160,6 +160,7 @@ async fn after_a_redis_restart_clients_stay_connected_get_state_sync_and_further
     }
     // Updates flow again, from either instance (retry while the instance
     // itself is still reconnecting: 503 is its honest answer meanwhile).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let switched = loop {
         let r = apps[1]
             .post(&format!("/v1/sessions/{id}/switch"), None)
@@ -168,6 +169,11 @@ async fn after_a_redis_restart_clients_stay_connected_get_state_sync_and_further
             break r;
         }
         assert_eq!(r.code(), "SERVICE_UNAVAILABLE", "{}", r.text);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the instance did not recover"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     let version = switched.data()["version"].clone();
     for ws in &mut clients {

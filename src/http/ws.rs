@@ -219,7 +219,7 @@ async fn serve(socket: WebSocket, app: AppState, session: SessionId) {
     let end = loop {
         tokio::select! {
             _ = app.ws.shutdown.cancelled() => break End::Close(1001, "server shutting down"),
-            _ = sub.kicked.cancelled() => break End::Close(1013, "too slow: send queue full"),
+            _ = sub.kicked.cancelled() => break KICKED,
             frame = sub.frames.recv() => match frame {
                 Some(Frame::Text { text, version }) => {
                     // Per client, versions only go up (an update can race with
@@ -230,8 +230,8 @@ async fn serve(socket: WebSocket, app: AppState, session: SessionId) {
                             None => continue,
                         }
                     }
-                    if !send(&mut sink, Message::Text(text), &sub.kicked).await {
-                        break End::Gone;
+                    if let Err(end) = send(&mut sink, Message::Text(text), &sub.kicked).await {
+                        break end;
                     }
                     metrics::counter!("synckairos_ws_messages_sent_total").increment(1);
                 }
@@ -242,15 +242,15 @@ async fn serve(socket: WebSocket, app: AppState, session: SessionId) {
                 Some(Ok(Message::Text(t))) => {
                     unanswered_pings = 0;
                     if let Some(reply) = answer(&app.hub, session, sub.client, t.as_str(), &clock).await
-                        && !send(&mut sink, text(reply), &sub.kicked).await
+                        && let Err(end) = send(&mut sink, text(reply), &sub.kicked).await
                     {
-                        break End::Gone;
+                        break end;
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
                     let error = error_message("UNSUPPORTED_FRAME", "binary frames are not supported; send JSON text");
-                    if !send(&mut sink, text(error), &sub.kicked).await {
-                        break End::Gone;
+                    if let Err(end) = send(&mut sink, text(error), &sub.kicked).await {
+                        break end;
                     }
                 }
                 Some(Ok(Message::Pong(_) | Message::Ping(_))) => unanswered_pings = 0,
@@ -265,9 +265,9 @@ async fn serve(socket: WebSocket, app: AppState, session: SessionId) {
                     break End::Close(1001, "heartbeat: two pings unanswered");
                 }
                 unanswered_pings += 1;
-                if !send(&mut sink, Message::Ping(Default::default()), &sub.kicked).await {
-                    break End::Gone;
-                }
+                if let Err(end) = send(&mut sink, Message::Ping(Default::default()), &sub.kicked).await {
+                        break end;
+                    }
             }
         }
     };
@@ -279,13 +279,17 @@ async fn serve(socket: WebSocket, app: AppState, session: SessionId) {
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 
-/// Sends one message unless the socket is kicked meanwhile; false if the socket is done.
-async fn send(sink: &mut Sink, message: Message, kicked: &CancellationToken) -> bool {
+/// Sends one message unless the socket is kicked meanwhile (it is usually
+/// blocked right here when its queue fills).
+async fn send(sink: &mut Sink, message: Message, kicked: &CancellationToken) -> Result<(), End> {
     tokio::select! {
-        sent = sink.send(message) => sent.is_ok(),
-        _ = kicked.cancelled() => false,
+        sent = sink.send(message) => sent.map_err(|_| End::Gone),
+        _ = kicked.cancelled() => Err(KICKED),
     }
 }
+
+/// The close of a client that fell behind.
+const KICKED: End = End::Close(1013, "too slow: send queue full");
 
 async fn close(sink: &mut Sink, code: u16, reason: &'static str) -> bool {
     let frame = CloseFrame {

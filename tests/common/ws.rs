@@ -62,8 +62,10 @@ impl WsClient {
 
     /// The next message, or how the socket closed.
     pub async fn next_or_close(&mut self) -> Result<Value, Closed> {
+        // One deadline for the whole call: heartbeat pings must not extend it.
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let frame = tokio::time::timeout(WAIT, self.stream.next())
+            let frame = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
                 .expect("a server message within 10 s");
             match frame {
