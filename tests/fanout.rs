@@ -87,10 +87,7 @@ async fn two_hundred_switches_from_several_instances_arrive_in_version_order_eve
     let redis = RedisServer::start();
     let nodes = instances(&redis, 3);
     let apps: Vec<Rest> = nodes.iter().map(rest).collect();
-    let body = session_body("per_participant", 2, 3_600_000);
-    let id = body["session_id"].as_str().unwrap().to_owned();
-    apps[0].create(&body).await;
-    apps[0].command(&id, "start").await;
+    let id = apps[0].started("per_participant", 2, 3_600_000).await;
 
     let mut clients = Vec::new();
     for node in &nodes {
@@ -139,10 +136,7 @@ async fn after_a_redis_restart_clients_stay_connected_get_state_sync_and_further
     let mut redis = RedisServer::start_persistent();
     let nodes = instances(&redis, 2);
     let apps: Vec<Rest> = nodes.iter().map(rest).collect();
-    let body = session_body("per_participant", 2, 3_600_000);
-    let id = body["session_id"].as_str().unwrap().to_owned();
-    apps[0].create(&body).await;
-    apps[0].command(&id, "start").await;
+    let id = apps[0].started("per_participant", 2, 3_600_000).await;
     let mut clients = Vec::new();
     for node in &nodes {
         let mut ws = WsClient::watch(&node.base(), &id).await;
@@ -187,10 +181,7 @@ async fn losing_only_the_pubsub_link_resubscribes_and_resyncs_clients() {
     let redis = RedisServer::start();
     let nodes = instances(&redis, 1);
     let app = rest(&nodes[0]);
-    let body = session_body("per_participant", 2, 3_600_000);
-    let id = body["session_id"].as_str().unwrap().to_owned();
-    app.create(&body).await;
-    app.command(&id, "start").await;
+    let id = app.started("per_participant", 2, 3_600_000).await;
     let mut ws = WsClient::watch(&nodes[0].base(), &id).await;
     ws.next_of("STATE_SYNC").await;
 

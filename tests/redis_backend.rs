@@ -23,20 +23,11 @@ fn state_key(id: &str) -> String {
     keys::state(keys::bucket(id, 16), id)
 }
 
-/// Creates and starts a session; returns its id and participant ids.
-async fn running_session(app: &TestApp, mode: &str, bank_ms: i64) -> (String, Vec<String>) {
-    let body = session_body(mode, 2, bank_ms);
-    let id = body["session_id"].as_str().unwrap().to_owned();
-    app.create(&body).await;
-    app.command(&id, "start").await;
-    (id, participant_ids(&body))
-}
-
 #[tokio::test]
 async fn a_switch_costs_exactly_two_round_trips() {
     let redis = RedisServer::start();
     let app = spawn_app_redis(&redis).await;
-    let (id, _) = running_session(&app, "per_participant", 600_000).await;
+    let id = app.started("per_participant", 2, 600_000).await;
 
     let mut monitor = redis.monitor();
     let r = app.post(&format!("/v1/sessions/{id}/switch"), None).await;
@@ -63,7 +54,7 @@ async fn a_switch_costs_exactly_two_round_trips() {
 async fn two_instances_under_100_concurrent_switches_never_lose_an_update() {
     let redis = RedisServer::start();
     let (a, b) = (spawn_app_redis(&redis).await, spawn_app_redis(&redis).await);
-    let (id, _) = running_session(&a, "per_participant", 3_600_000).await;
+    let id = a.started("per_participant", 2, 3_600_000).await;
     let start = b.get(&format!("/v1/sessions/{id}")).await.data().clone();
     let start_version = start["version"].as_u64().unwrap();
 
@@ -152,7 +143,7 @@ async fn ttl_is_set_and_refreshed_on_every_write_and_an_expired_session_is_404()
     config.redis_url = Some(redis.url());
     config.session_ttl_seconds = 100;
     let app = spawn_with(config, Clock::System, None).await;
-    let (id, _) = running_session(&app, "per_participant", 600_000).await;
+    let id = app.started("per_participant", 2, 600_000).await;
     let key = state_key(&id);
 
     // The running deadline is 600 s out: TTL = deadline + 100 s.
@@ -211,7 +202,7 @@ async fn a_long_timer_outlives_the_ttl_and_server_timeouts_do_not_refresh_it() {
 async fn the_state_is_stored_compactly_without_derived_fields() {
     let redis = RedisServer::start();
     let app = spawn_app_redis(&redis).await;
-    let (id, _) = running_session(&app, "per_participant", 600_000).await;
+    let id = app.started("per_participant", 2, 600_000).await;
     let stored = redis.cli(&["hget", &state_key(&id), "d"]);
     assert!(
         !stored.contains(' ') && !stored.contains('\n'),
@@ -228,7 +219,7 @@ async fn an_outage_answers_503_within_the_timeout_and_the_instance_recovers_by_i
     config.redis_url = Some(redis.url());
     config.redis_timeout_ms = 300;
     let app = spawn_with(config, Clock::System, None).await;
-    let (id, _) = running_session(&app, "per_participant", 600_000).await;
+    let id = app.started("per_participant", 2, 600_000).await;
     let mut feed = app.engine.store().feed();
     app.engine
         .store()
@@ -309,7 +300,7 @@ async fn an_outage_answers_503_within_the_timeout_and_the_instance_recovers_by_i
 async fn a_script_flush_between_requests_is_harmless() {
     let redis = RedisServer::start();
     let app = spawn_app_redis(&redis).await;
-    let (id, _) = running_session(&app, "per_participant", 600_000).await;
+    let id = app.started("per_participant", 2, 600_000).await;
     assert_eq!(redis.cli(&["script", "flush"]), "OK");
     let r = app.post(&format!("/v1/sessions/{id}/switch"), None).await;
     assert_eq!(r.status, 200, "{}", r.text);

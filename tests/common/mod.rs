@@ -239,6 +239,16 @@ impl Rest {
         r.data().clone()
     }
 
+    /// Creates a session of `mode` (`n` participants, `bank_ms` each) and
+    /// starts it; returns its id.
+    pub async fn started(&self, mode: &str, n: usize, bank_ms: i64) -> String {
+        let body = session_body(mode, n, bank_ms);
+        let id = body["session_id"].as_str().unwrap().to_owned();
+        self.create(&body).await;
+        self.command(&id, "start").await;
+        id
+    }
+
     /// Runs a body-less command (`start`, `pause`, …) and asserts 200.
     pub async fn command(&self, id: &str, cmd: &str) -> Value {
         let r = self.post(&format!("/v1/sessions/{id}/{cmd}"), None).await;
