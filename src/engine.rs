@@ -162,6 +162,7 @@ impl Engine {
         self.write(current.version, &t, now, true)
             .await
             .map_err(|e| conflict_or_store(id, current.version, e))?;
+        record_timeouts(&t, now);
         // A refused command may still have settled a timeout: that is written
         // above, and the refusal reported here.
         decision.result?;
@@ -192,8 +193,15 @@ impl Engine {
             };
             // A server-applied timeout does not restart the TTL.
             match self.write(current.version, &t, now, false).await {
-                Ok(()) => return Ok(TimeoutOutcome::Applied),
-                Err(StoreError::Conflict { .. }) => continue,
+                Ok(()) => {
+                    record_timeouts(&t, now);
+                    return Ok(TimeoutOutcome::Applied);
+                }
+                Err(StoreError::Conflict { .. }) => {
+                    metrics::counter!("synckairos_cas_conflicts_total", "source" => "timeout")
+                        .increment(1);
+                    continue;
+                }
                 Err(e) => return Err(EngineError::Store(e)),
             }
         }
@@ -292,7 +300,24 @@ impl Engine {
     }
 }
 
+/// Counts the timeouts a write applied and how late each was detected
+/// (applied at `now`, due at its deadline).
+fn record_timeouts(t: &Transition, now: Timestamp) {
+    for e in t
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::ParticipantExpired)
+    {
+        metrics::counter!("synckairos_timeouts_applied_total").increment(1);
+        let lag_ms = (now.ms() - e.at.ms()).max(0);
+        metrics::histogram!("synckairos_timeout_lag_seconds").record(lag_ms as f64 / 1000.0);
+    }
+}
+
 fn conflict_or_store(id: SessionId, expected: u64, e: StoreError) -> EngineError {
+    if matches!(e, StoreError::Conflict { actual: Some(_) }) {
+        metrics::counter!("synckairos_cas_conflicts_total", "source" => "command").increment(1);
+    }
     match e {
         StoreError::Conflict {
             actual: Some(actual),

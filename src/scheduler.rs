@@ -24,6 +24,7 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
     loop {
         match store.claim_due(clock.now(), LEASE_MS, BATCH).await {
             Ok(due) => {
+                metrics::counter!("synckairos_scheduler_claims_total").increment(due.len() as u64);
                 for id in due {
                     if let Err(e) = engine.apply_timeout(id).await {
                         tracing::warn!(session_id = %id, error = %e, "timeout not applied; the lease will bring it back");

@@ -70,18 +70,18 @@ impl WsLimits {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Takes a connection slot, or says which limit is reached.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
+    /// Takes a connection slot, or says which limit is reached (metric label, close reason).
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, (&'static str, &'static str)> {
         if self.connections.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
             self.connections.fetch_sub(1, Ordering::AcqRel);
-            return Err("too many connections on this instance");
+            return Err(("instance", "too many connections on this instance"));
         }
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         let n = per_ip.entry(ip).or_insert(0);
         if *n >= self.max_per_ip {
             drop(per_ip);
             self.connections.fetch_sub(1, Ordering::AcqRel);
-            return Err("too many connections from this address");
+            return Err(("per_ip", "too many connections from this address"));
         }
         *n += 1;
         metrics::gauge!("synckairos_ws_connections").increment(1.0);
@@ -145,8 +145,8 @@ pub async fn upgrade(
             };
             let slot = match admitted {
                 Ok(slot) => slot,
-                Err(reason) => {
-                    metrics::counter!("synckairos_ws_rejected_total", "reason" => reason)
+                Err((label, reason)) => {
+                    metrics::counter!("synckairos_ws_rejected_total", "reason" => label)
                         .increment(1);
                     return close_now(socket, 1013, reason).await;
                 }

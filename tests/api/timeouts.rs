@@ -45,6 +45,16 @@ async fn the_server_expires_a_session_at_its_deadline_without_any_client_call() 
     assert_eq!(r.data()["participants"][0]["has_expired"], true);
     assert_eq!(r.data()["participants"][0]["time_remaining_ms"], 0);
     assert_eq!(r.data()["cycle_started_at"], serde_json::Value::Null);
+
+    let metrics = app.get("/metrics").await.text;
+    assert!(
+        metrics.contains("synckairos_timeouts_applied_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("synckairos_timeout_lag_seconds_bucket"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
