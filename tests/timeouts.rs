@@ -1,0 +1,206 @@
+//! Server-side timeouts across instances: three SyncKairos processes on one
+//! test Redis apply every due timeout exactly once, on time, with no client
+//! calling anything.
+
+mod common;
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::json;
+use synckairos::domain::Timestamp;
+
+use common::process::Instance;
+use common::redis::RedisServer;
+use common::ws::WsClient;
+use common::*;
+
+#[tokio::test]
+async fn three_hundred_sessions_time_out_exactly_once_on_time_across_three_instances() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let nodes: Vec<Instance> = (0..3)
+        .map(|_| Instance::start(&[("REDIS_URL", url.as_str())]))
+        .collect();
+    let apps: Vec<Rest> = nodes.iter().map(|n| Rest::new(&n.base())).collect();
+
+    // 300 sessions, banks from 1 to 4 s, created and started on all instances.
+    let ids: Vec<String> = join_all((0..300).map(|i| {
+        let app = &apps[i % 3];
+        async move {
+            let mut body = session_body("per_participant", 2, 1_000 + (i as i64 * 10) % 3_000);
+            body["action_on_timeout"] = json!({"type": "end_session"});
+            let id = body["session_id"].as_str().unwrap().to_owned();
+            app.create(&body).await;
+            app.command(&id, "start").await;
+            id
+        }
+    }))
+    .await;
+
+    // One watcher per instance on a sample of sessions: each sees the
+    // timeout as STATE_UPDATE + TIMEOUT, unless it had already happened when
+    // it connected (then its STATE_SYNC shows it).
+    let mut watchers = Vec::new();
+    for id in ids.iter().step_by(30) {
+        for node in &nodes {
+            let mut ws = WsClient::watch(&node.base(), id).await;
+            let sync = ws.next_of("STATE_SYNC").await;
+            watchers.push((ws, sync["state"]["status"] == "expired"));
+        }
+    }
+    for (ws, already) in &mut watchers {
+        if *already {
+            continue;
+        }
+        let update = ws.next().await;
+        assert_eq!(
+            (update["type"].as_str(), update["state"]["status"].as_str()),
+            (Some("STATE_UPDATE"), Some("expired"))
+        );
+        assert_eq!(ws.next().await["type"], "TIMEOUT");
+    }
+
+    // Every session expired with exactly one write for its timeout, applied
+    // within a second of its deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for (i, id) in ids.iter().enumerate() {
+        let state = loop {
+            let r = apps[(i + 1) % 3].get(&format!("/v1/sessions/{id}")).await;
+            if r.data()["status"] == "expired" {
+                break r.data().clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} never timed out: {}",
+                r.text
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            state["version"], 3,
+            "created, started, timed out once: {state}"
+        );
+        let due =
+            Timestamp::parse_rfc3339(state["session_completed_at"].as_str().unwrap()).unwrap();
+        let applied = Timestamp::parse_rfc3339(state["updated_at"].as_str().unwrap()).unwrap();
+        assert!(
+            applied.ms() - due.ms() < 1_000,
+            "{id}: applied {} ms late",
+            applied.ms() - due.ms()
+        );
+        assert!(applied >= due, "never early");
+    }
+}
+
+#[tokio::test]
+async fn when_an_instance_dies_the_others_apply_its_claimed_timeouts_once() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut nodes: Vec<Instance> = (0..3)
+        .map(|_| Instance::start(&[("REDIS_URL", url.as_str())]))
+        .collect();
+    let survivor = Rest::new(&nodes[1].base());
+
+    // 90 sessions due between 1 and 2 s from now.
+    let creator = Rest::new(&nodes[0].base());
+    let ids: Vec<String> = join_all((0..90).map(|i| {
+        let app = &creator;
+        async move {
+            let mut body = session_body("per_participant", 2, 1_000 + (i as i64 * 11) % 1_000);
+            body["action_on_timeout"] = json!({"type": "end_session"});
+            let id = body["session_id"].as_str().unwrap().to_owned();
+            app.create(&body).await;
+            app.command(&id, "start").await;
+            id
+        }
+    }))
+    .await;
+
+    // Kill -9 one instance while the timeouts are falling due: whatever it had
+    // claimed comes back when its lease (5 s) runs out.
+    let first_done = loop {
+        let r = survivor.get(&format!("/v1/sessions/{}", ids[0])).await;
+        if r.data()["status"] == "expired" {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(first_done.data()["version"], 3);
+    drop(nodes.remove(0));
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for id in &ids {
+        let state = loop {
+            let r = survivor.get(&format!("/v1/sessions/{id}")).await;
+            if r.data()["status"] == "expired" {
+                break r.data().clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} never timed out: {}",
+                r.text
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(state["version"], 3, "timed out exactly once: {state}");
+    }
+}
+
+#[tokio::test]
+async fn a_dead_claimers_leases_come_back_and_are_applied_once() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let nodes: Vec<Instance> = (0..2)
+        .map(|_| Instance::start(&[("REDIS_URL", url.as_str())]))
+        .collect();
+    let app = Rest::new(&nodes[0].base());
+    let ids: Vec<String> =
+        join_all((0..20).map(|_| app.started("per_participant", 2, 1_000))).await;
+
+    // A claimer that takes every entry (claiming as if far in the future) with
+    // a 2.5 s lease, then dies without applying anything.
+    let lease_end = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 2_500)
+        .to_string();
+    let claim = include_str!("../src/store/redis/claim.lua");
+    let mut claimed = 0;
+    for b in 0..16 {
+        let key = format!("sk:{{{b}}}:due");
+        let out = redis.cli(&[
+            "eval",
+            claim,
+            "1",
+            &key,
+            "99999999999999",
+            &lease_end,
+            "1000",
+        ]);
+        claimed += out.lines().filter(|l| !l.is_empty()).count();
+    }
+    assert_eq!(claimed, ids.len(), "the dead claimer took every entry");
+
+    // Nothing times out until the leases run out; then each exactly once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for id in &ids {
+        let state = loop {
+            let r = app.get(&format!("/v1/sessions/{id}")).await;
+            if r.data()["status"] == "expired" {
+                break r.data().clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{id} never timed out");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(state["version"], 3, "applied exactly once: {state}");
+        let due =
+            Timestamp::parse_rfc3339(state["session_completed_at"].as_str().unwrap()).unwrap();
+        let applied = Timestamp::parse_rfc3339(state["updated_at"].as_str().unwrap()).unwrap();
+        assert!(
+            applied.ms() - due.ms() >= 1_000,
+            "held back by the lease, not applied early"
+        );
+    }
+}
