@@ -72,6 +72,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_grace_seconds: u64,
 
+    /// How often the deadline index is checked against the sessions (one
+    /// instance at a time) and repaired.
+    #[arg(long, env = "SWEEP_INTERVAL_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub sweep_interval_seconds: u64,
+
     /// WebSocket connections this instance accepts.
     #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub ws_max_connections: usize,

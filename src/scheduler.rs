@@ -45,3 +45,27 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
         }
     }
 }
+
+/// Every `interval`, re-derives deadlines from the stored sessions and repairs
+/// the index (one instance at a time). Repairs should never be needed: each
+/// one is logged and counted, since it means an index entry went missing.
+pub async fn sweep(engine: Arc<Engine>, interval: Duration, shutdown: CancellationToken) {
+    let store = engine.store().clone();
+    let clock = engine.clock().clone();
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await; // not at start-up
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.sweep(clock.now(), LEASE_MS).await {
+            Ok(0) => {}
+            Ok(repairs) => {
+                metrics::counter!("synckairos_sweep_repairs_total").increment(repairs as u64);
+                tracing::warn!(repairs, "sweep repaired the deadline index");
+            }
+            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+    }
+}

@@ -42,6 +42,7 @@ pub struct Server {
     router: axum::Router,
     /// How long in-flight requests may run on after the shutdown signal.
     grace: Duration,
+    sweep_interval: Duration,
 }
 
 impl Server {
@@ -79,6 +80,7 @@ impl Server {
             state,
             router,
             grace: Duration::from_secs(config.shutdown_grace_seconds),
+            sweep_interval: Duration::from_secs(config.sweep_interval_seconds),
         })
     }
 
@@ -109,6 +111,11 @@ impl Server {
         let background = CancellationToken::new();
         let timeouts = tokio::spawn(scheduler::run(self.engine.clone(), background.clone()));
         tokio::spawn(self.state.hub.clone().run(background.clone()));
+        tokio::spawn(scheduler::sweep(
+            self.engine.clone(),
+            self.sweep_interval,
+            background.clone(),
+        ));
         tokio::spawn(crate::telemetry::upkeep(background.clone()));
 
         // On the signal: stop accepting, close every WebSocket with 1001, let

@@ -236,6 +236,40 @@ pub async fn subscribers_get_exactly_their_sessions_messages(store: Arc<dyn Stor
     );
 }
 
+pub async fn the_sweep_repairs_the_index_and_respects_leases(store: Arc<dyn Store>) {
+    let s1 = session();
+    let m = msg("x");
+    store.create(write(&s1, 0, &m)).await.unwrap();
+    let running = next(&s1, Command::Start, T0); // deadline T0 + 10 s
+    store.compare_and_set(write(&running, 1, &m)).await.unwrap();
+    let id = s1.session_id;
+    assert_eq!(
+        store.sweep(T0, 5_000).await.unwrap(),
+        0,
+        "nothing to repair"
+    );
+
+    // An entry lost: the sweep puts it back and the timeout can be claimed.
+    store.reindex(id, 2, None).await.unwrap();
+    assert_eq!(store.sweep(T0, 5_000).await.unwrap(), 1);
+    assert_eq!(
+        store.claim_due(T0.plus(10_000), 5_000, 10).await.unwrap(),
+        [id]
+    );
+    // That claim's lease is left alone...
+    assert_eq!(store.sweep(T0.plus(10_000), 5_000).await.unwrap(), 0);
+    // ...but an entry far from the deadline is stale and is reset.
+    store
+        .reindex(id, 2, Some(T0.plus(3_600_000)))
+        .await
+        .unwrap();
+    assert_eq!(store.sweep(T0.plus(10_000), 5_000).await.unwrap(), 1);
+    assert_eq!(
+        store.claim_due(T0.plus(10_000), 5_000, 10).await.unwrap(),
+        [id]
+    );
+}
+
 pub async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
@@ -253,6 +287,7 @@ macro_rules! conformance {
                 claims_respect_the_limit,
                 reindex_only_touches_the_version_it_read,
                 subscribers_get_exactly_their_sessions_messages,
+                the_sweep_repairs_the_index_and_respects_leases,
                 ping_answers);
         }
     };

@@ -204,3 +204,39 @@ async fn a_dead_claimers_leases_come_back_and_are_applied_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_deadline_entry_deleted_by_hand_is_repaired_and_the_timeout_still_happens() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let node = Instance::start(&[("REDIS_URL", url.as_str()), ("SWEEP_INTERVAL_SECONDS", "1")]);
+    let app = Rest::new(&node.base());
+    let id = app.started("per_participant", 2, 2_000).await;
+    let sid = synckairos::domain::SessionId::parse(&id).unwrap();
+    let due = synckairos::store::redis::keys::due(synckairos::store::redis::keys::bucket(sid, 16));
+    assert_eq!(
+        redis.cli(&["zrem", &due, &id]),
+        "1",
+        "the entry existed and is gone"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let state = loop {
+        let r = app.get(&format!("/v1/sessions/{id}")).await;
+        if r.data()["status"] == "expired" {
+            break r.data().clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never timed out: {}",
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(state["version"], 3);
+    let metrics = app.get("/metrics").await.text;
+    assert!(
+        metrics.contains("synckairos_sweep_repairs_total 1"),
+        "{metrics}"
+    );
+}

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{Notify, broadcast};
 
-use super::{FeedEvent, Store, StoreError, Write, expiry_after};
+use super::{FeedEvent, Store, StoreError, Write, expiry_after, index_needs_repair};
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
 use crate::domain::{Session, SessionId, Timestamp};
@@ -273,6 +273,32 @@ impl Store for MemoryStore {
         }
         self.due_changed.notify_one();
         Ok(())
+    }
+
+    async fn sweep(&self, now: Timestamp, lease_ms: i64) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        inner.purge_expired(now.ms());
+        let mut repairs = Vec::new();
+        for (id, entry) in &inner.sessions {
+            let expected = crate::domain::deadline(&entry.session);
+            if index_needs_repair(expected, inner.due_of.get(id).copied(), now, lease_ms) {
+                repairs.push((*id, expected.map(Timestamp::ms)));
+            }
+        }
+        let orphans: Vec<SessionId> = inner
+            .due_of
+            .keys()
+            .filter(|id| !inner.sessions.contains_key(id))
+            .copied()
+            .collect();
+        for id in &orphans {
+            repairs.push((*id, None));
+        }
+        for &(id, at) in &repairs {
+            inner.set_due(id, at);
+        }
+        self.due_changed.notify_one();
+        Ok(repairs.len())
     }
 
     async fn wait_for_due(&self, clock: &Clock) {

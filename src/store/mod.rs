@@ -176,10 +176,32 @@ pub trait Store: Send + Sync + 'static {
         deadline: Option<Timestamp>,
     ) -> Result<(), StoreError>;
 
+    /// Re-derives every stored session's deadline and repairs the index where
+    /// it disagrees (an entry missing, stale or left behind), leaving leased
+    /// entries alone. Returns the number of repairs, which should be zero;
+    /// also zero when another instance is sweeping right now.
+    async fn sweep(&self, now: Timestamp, lease_ms: i64) -> Result<usize, StoreError>;
+
     /// Resolves when [`Store::claim_due`] may find something: at the earliest
     /// deadline (embedded backend) or after a short poll interval (Redis).
     async fn wait_for_due(&self, clock: &Clock);
 
     /// Whether the backend answers; `/ready` reports this.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Whether an index entry `indexed` disagrees with a session's deadline
+/// `expected` at `now` (an entry pushed forward by a lease in progress agrees).
+pub fn index_needs_repair(
+    expected: Option<Timestamp>,
+    indexed: Option<i64>,
+    now: Timestamp,
+    lease_ms: i64,
+) -> bool {
+    match (expected, indexed) {
+        (None, None) => false,
+        (Some(d), Some(at)) if at == d.ms() => false,
+        (Some(d), Some(at)) => !(at > d.ms() && at <= now.ms() + lease_ms),
+        _ => true,
+    }
 }

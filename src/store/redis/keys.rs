@@ -15,6 +15,9 @@ use crate::domain::SessionId;
 /// The deployment-wide metadata hash.
 pub const META: &str = "sk:meta";
 
+/// The lock that lets one instance at a time sweep the deadline index.
+pub const SWEEP_LOCK: &str = "sk:sweep";
+
 /// Which bucket a session lives in: FNV-1a over the UUID's bytes, so every
 /// instance (and any other tool) computes the same bucket.
 pub fn bucket(id: SessionId, buckets: u16) -> u16 {

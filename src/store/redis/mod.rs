@@ -16,21 +16,27 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fred::clients::{Pool, SubscriberClient};
-use fred::interfaces::{ClientLike, HashesInterface, LuaInterface, PubsubInterface};
+use fred::clients::{Client, Pool, SubscriberClient};
+use fred::interfaces::{
+    ClientLike, HashesInterface, KeysInterface, LuaInterface, PubsubInterface, SortedSetsInterface,
+};
 use fred::prelude::{Builder, Config as FredConfig, ReconnectPolicy};
 use fred::types::Value;
 use fred::types::scripts::Script;
+use fred::types::{Expiration, SetOptions};
+use futures_util::StreamExt;
 use thiserror::Error;
 use tokio::sync::broadcast;
 
-use super::{FeedEvent, Store, StoreError, Write, expiry_after};
+use super::{FeedEvent, Store, StoreError, Write, expiry_after, index_needs_repair};
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
 use crate::domain::{Session, SessionId, Timestamp};
 
 /// How often the scheduler polls the due sets.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How long one instance holds the sweep lock (well under the sweep interval).
+const SWEEP_LOCK_MS: i64 = 10_000;
 /// Capacity of the instance's update feed (and of fred's message channel).
 const FEED_CAPACITY: usize = 4_096;
 
@@ -391,11 +397,37 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    /// One instance at a time (a short `SET NX` lock); SCANs each bucket's
+    /// state keys (standalone Redis: on a Cluster this sees one node only).
+    async fn sweep(&self, now: Timestamp, lease_ms: i64) -> Result<usize, StoreError> {
+        let client = self.pool.next();
+        let token = uuid::Uuid::new_v4().to_string();
+        let locked: Option<String> = client
+            .set(
+                keys::SWEEP_LOCK,
+                token.as_str(),
+                Some(Expiration::PX(SWEEP_LOCK_MS)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        if locked.is_none() {
+            return Ok(0);
+        }
+        let repairs = self.sweep_buckets(client, now, lease_ms).await;
+        // Give the lock back if it is still ours (it expires anyway).
+        let holder: Option<String> = client.get(keys::SWEEP_LOCK).await.map_err(unavailable)?;
+        if holder.as_deref() == Some(token.as_str()) {
+            let _: i64 = client.del(keys::SWEEP_LOCK).await.map_err(unavailable)?;
+        }
+        repairs
+    }
+
     async fn wait_for_due(&self, _clock: &Clock) {
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 
-    /// Redis answers commands, and the pub/sub link delivers (its probe came back).
     async fn ping(&self) -> Result<(), StoreError> {
         let _: String = self.pool.next().ping(None).await.map_err(unavailable)?;
         let silent = pubsub::now_ms() - self.probe_heard.load(Ordering::Relaxed);
@@ -405,6 +437,60 @@ impl Store for RedisStore {
             )));
         }
         Ok(())
+    }
+}
+
+impl RedisStore {
+    /// The sweep proper, bucket by bucket, while holding the lock.
+    async fn sweep_buckets(
+        &self,
+        client: &Client,
+        now: Timestamp,
+        lease_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let mut repairs = 0;
+        for b in 0..self.options.buckets {
+            let due_key = keys::due(b);
+            let mut scan = client.scan_buffered(format!("sk:{{{b}}}:s:*"), Some(500), None);
+            while let Some(key) = scan.next().await {
+                let key = key.map_err(unavailable)?;
+                let Some(id) = key
+                    .as_str()
+                    .and_then(|k| k.rsplit(':').next())
+                    .and_then(SessionId::parse)
+                else {
+                    continue;
+                };
+                let Some(session) = self.get(id).await? else {
+                    continue;
+                };
+                let expected = crate::domain::deadline(&session);
+                let indexed: Option<f64> = client
+                    .zscore(&due_key, id.to_string())
+                    .await
+                    .map_err(unavailable)?;
+                if index_needs_repair(expected, indexed.map(|at| at as i64), now, lease_ms) {
+                    self.reindex(id, session.version, expected).await?;
+                    repairs += 1;
+                }
+            }
+            // Entries whose session is gone (expired by TTL, say).
+            let members: Vec<String> = client
+                .zrange(&due_key, 0, -1, None, false, None, false)
+                .await
+                .map_err(unavailable)?;
+            for id in members.iter().filter_map(|m| SessionId::parse(m)) {
+                let exists: bool = client
+                    .exists(keys::state(b, id))
+                    .await
+                    .map_err(unavailable)?;
+                if !exists {
+                    self.reindex(id, 0, None).await?;
+                    repairs += 1;
+                }
+            }
+        }
+        Ok(repairs)
     }
 }
 
