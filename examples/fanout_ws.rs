@@ -7,19 +7,14 @@
 //! every 100 ms on the first instance, and prints percentiles of receive time
 //! minus the write's commit instant (`state.updated_at`; one machine, one clock).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
+use synckairos::clock::Clock;
 use synckairos::domain::Timestamp;
 use tokio::sync::mpsc;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 #[tokio::main]
 async fn main() {
@@ -46,7 +41,7 @@ async fn main() {
         tokio::spawn(async move {
             while let Some(Ok(frame)) = ws.next().await {
                 let Message::Text(text) = frame else { continue }; // pings are answered by tungstenite
-                let received = now_ms();
+                let received = Clock::System.now().ms();
                 // Cheap on purpose, so the client measures the server, not its
                 // own JSON parsing: messages start with their type, and the
                 // state's `updated_at` is the commit instant.

@@ -318,7 +318,7 @@ fn update_frames(state: &Session, timeouts: &[TimeoutNotice], now: Timestamp) ->
 }
 
 /// A STATE_SYNC or STATE_UPDATE carrying the state with derived fields at `now`.
-pub fn state_frame(kind: &str, state: &Session, now: Timestamp, rule: Rule) -> Frame {
+fn state_frame(kind: &str, state: &Session, now: Timestamp, rule: Rule) -> Frame {
     text_frame(
         json!({
             "type": kind,
@@ -331,7 +331,7 @@ pub fn state_frame(kind: &str, state: &Session, now: Timestamp, rule: Rule) -> F
 }
 
 /// Serialises a message once.
-pub fn text_frame(message: serde_json::Value, version: Option<(u64, Rule)>) -> Frame {
+fn text_frame(message: serde_json::Value, version: Option<(u64, Rule)>) -> Frame {
     Frame::Text {
         text: Utf8Bytes::from(message.to_string()),
         version,

@@ -65,11 +65,6 @@ impl WsLimits {
         }
     }
 
-    /// Open sockets on this instance.
-    pub fn open(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
-    }
-
     /// Takes a connection slot, or says which limit is reached (metric label, close reason).
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, (&'static str, &'static str)> {
         if self.connections.fetch_add(1, Ordering::AcqRel) >= self.max_connections {

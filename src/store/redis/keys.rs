@@ -55,6 +55,14 @@ pub fn session_of_channel(channel: &str) -> Option<SessionId> {
     prefix.ends_with(":c").then(|| SessionId::parse(id))?
 }
 
+/// The `{…}` hash tag of a key or channel (the whole name if it has none):
+/// names with the same tag live in the same Cluster slot.
+pub fn hash_tag(name: &str) -> &str {
+    name.split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map_or(name, |(tag, _)| tag)
+}
+
 /// An instance's own probe channel: it publishes there and expects to hear
 /// itself, proving its pub/sub link still delivers.
 pub fn probe_channel(instance: uuid::Uuid) -> String {
@@ -79,6 +87,9 @@ mod tests {
         assert!(keys.iter().all(|k| k.contains(&tag)), "{keys:?}");
         assert_eq!(session_of_channel(&keys[3]), Some(id));
         assert_eq!(session_of_channel(&probe_channel(id.0)), None);
+        assert_eq!(hash_tag(&keys[3]), bucket(id, 16).to_string());
+        assert_eq!(hash_tag(&probe_channel(id.0)), "0");
+        assert_eq!(hash_tag("plain"), "plain");
     }
 
     #[test]

@@ -173,7 +173,7 @@ impl RedisStore {
 
         let feed = broadcast::channel(FEED_CAPACITY).0;
         let probe = keys::probe_channel(uuid::Uuid::new_v4());
-        let probe_heard = Arc::new(AtomicI64::new(pubsub::now_ms()));
+        let probe_heard = Arc::new(AtomicI64::new(pubsub::wall_ms()));
         tokio::spawn(pubsub::drain(
             subscriber.clone(),
             feed.clone(),
@@ -430,7 +430,7 @@ impl Store for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let _: String = self.pool.next().ping(None).await.map_err(unavailable)?;
-        let silent = pubsub::now_ms() - self.probe_heard.load(Ordering::Relaxed);
+        let silent = pubsub::wall_ms() - self.probe_heard.load(Ordering::Relaxed);
         if silent > pubsub::PROBE_TIMEOUT_MS {
             return Err(StoreError::Unavailable(format!(
                 "pub/sub probe not answered for {silent} ms"

@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::keys;
+use crate::clock::Clock;
 use crate::store::FeedEvent;
 
 /// When the instance last heard its own probe, in epoch ms.
@@ -34,7 +35,7 @@ pub async fn drain(
             message = messages.recv() => match message {
                 Ok(m) => {
                     if *m.channel == *probe {
-                        heard.store(now_ms(), Ordering::Relaxed);
+                        heard.store(wall_ms(), Ordering::Relaxed);
                         continue;
                     }
                     let Some(session_id) = keys::session_of_channel(&m.channel) else {
@@ -77,7 +78,7 @@ async fn resubscribe(subscriber: &SubscriberClient) {
         for channel in subscriber.tracked_shard_channels() {
             let channel = channel.to_string();
             by_tag
-                .entry(hash_tag(&channel).to_owned())
+                .entry(keys::hash_tag(&channel).to_owned())
                 .or_default()
                 .push(channel);
         }
@@ -97,11 +98,9 @@ async fn resubscribe(subscriber: &SubscriberClient) {
     }
 }
 
-/// The `{…}` hash tag of a key or channel (the whole name if it has none).
-fn hash_tag(name: &str) -> &str {
-    name.split_once('{')
-        .and_then(|(_, rest)| rest.split_once('}'))
-        .map_or(name, |(tag, _)| tag)
+/// Wall-clock epoch ms, for probe bookkeeping.
+pub fn wall_ms() -> i64 {
+    Clock::System.now().ms()
 }
 
 /// How often the probe is published.
@@ -118,12 +117,12 @@ pub async fn probe(pool: Pool, subscriber: SubscriberClient, channel: String, he
         tick.tick().await;
         if let Err(e) = pool
             .next()
-            .spublish::<(), _, _>(channel.as_str(), now_ms())
+            .spublish::<(), _, _>(channel.as_str(), wall_ms())
             .await
         {
             tracing::debug!(error = %e, "probe publish failed");
         }
-        let silent = now_ms() - heard.load(Ordering::Relaxed);
+        let silent = wall_ms() - heard.load(Ordering::Relaxed);
         if silent > PROBE_TIMEOUT_MS {
             tracing::warn!(
                 silent_ms = silent,
@@ -131,27 +130,5 @@ pub async fn probe(pool: Pool, subscriber: SubscriberClient, channel: String, he
             );
             let _ = subscriber.force_reconnection().await;
         }
-    }
-}
-
-/// Wall-clock epoch ms (probe bookkeeping only; session time uses the engine's clock).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::hash_tag;
-
-    #[test]
-    fn channels_group_by_their_bucket_tag() {
-        assert_eq!(
-            hash_tag("sk:{7}:c:6f1c2b1e-1111-4c1a-9a1a-000000000001"),
-            "7"
-        );
-        assert_eq!(hash_tag("sk:{0}:probe:x"), "0");
-        assert_eq!(hash_tag("plain"), "plain");
     }
 }
