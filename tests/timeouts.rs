@@ -65,18 +65,7 @@ async fn three_hundred_sessions_time_out_exactly_once_on_time_across_three_insta
     // within a second of its deadline.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     for (i, id) in ids.iter().enumerate() {
-        let state = loop {
-            let r = apps[(i + 1) % 3].get(&format!("/v1/sessions/{id}")).await;
-            if r.data()["status"] == "expired" {
-                break r.data().clone();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{id} never timed out: {}",
-                r.text
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let state = apps[(i + 1) % 3].await_expired(id, deadline).await;
         assert_eq!(
             state["version"], 3,
             "created, started, timed out once: {state}"
@@ -119,30 +108,15 @@ async fn when_an_instance_dies_the_others_apply_its_claimed_timeouts_once() {
 
     // Kill -9 one instance while the timeouts are falling due: whatever it had
     // claimed comes back when its lease (5 s) runs out.
-    let first_done = loop {
-        let r = survivor.get(&format!("/v1/sessions/{}", ids[0])).await;
-        if r.data()["status"] == "expired" {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(first_done.data()["version"], 3);
+    let first_done = survivor
+        .await_expired(&ids[0], std::time::Instant::now() + Duration::from_secs(20))
+        .await;
+    assert_eq!(first_done["version"], 3);
     drop(nodes.remove(0));
 
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     for id in &ids {
-        let state = loop {
-            let r = survivor.get(&format!("/v1/sessions/{id}")).await;
-            if r.data()["status"] == "expired" {
-                break r.data().clone();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{id} never timed out: {}",
-                r.text
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let state = survivor.await_expired(id, deadline).await;
         assert_eq!(state["version"], 3, "timed out exactly once: {state}");
     }
 }
@@ -186,14 +160,7 @@ async fn a_dead_claimers_leases_come_back_and_are_applied_once() {
     // Nothing times out until the leases run out; then each exactly once.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     for id in &ids {
-        let state = loop {
-            let r = app.get(&format!("/v1/sessions/{id}")).await;
-            if r.data()["status"] == "expired" {
-                break r.data().clone();
-            }
-            assert!(std::time::Instant::now() < deadline, "{id} never timed out");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let state = app.await_expired(id, deadline).await;
         assert_eq!(state["version"], 3, "applied exactly once: {state}");
         let due =
             Timestamp::parse_rfc3339(state["session_completed_at"].as_str().unwrap()).unwrap();
@@ -221,18 +188,7 @@ async fn a_deadline_entry_deleted_by_hand_is_repaired_and_the_timeout_still_happ
     );
 
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let state = loop {
-        let r = app.get(&format!("/v1/sessions/{id}")).await;
-        if r.data()["status"] == "expired" {
-            break r.data().clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never timed out: {}",
-            r.text
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let state = app.await_expired(&id, deadline).await;
     assert_eq!(state["version"], 3);
     let metrics = app.get("/metrics").await.text;
     assert!(

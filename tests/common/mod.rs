@@ -239,6 +239,23 @@ impl Rest {
         r.data().clone()
     }
 
+    /// The session's state once the server has expired it, read by polling
+    /// (its instance may be another process); fails the test after `until`.
+    pub async fn await_expired(&self, id: &str, until: std::time::Instant) -> Value {
+        loop {
+            let r = self.get(&format!("/v1/sessions/{id}")).await;
+            if r.data()["status"] == "expired" {
+                return r.data().clone();
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "{id} never timed out: {}",
+                r.text
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Creates a session of `mode` (`n` participants, `bank_ms` each) and
     /// starts it; returns its id.
     pub async fn started(&self, mode: &str, n: usize, bank_ms: i64) -> String {
