@@ -168,7 +168,13 @@ impl Hub {
             return Ok(None);
         };
         let now = self.engine.clock().now();
-        Ok(Some(state_frame("STATE_SYNC", &state, now, rule)))
+        Ok(Some(state_frame(
+            "STATE_SYNC",
+            &state,
+            now,
+            rule,
+            view_at(&state, now),
+        )))
     }
 
     /// Forwards the instance's feed to local sockets until `shutdown`.
@@ -297,11 +303,18 @@ fn deleted_frames(session: SessionId, now: Timestamp) -> Vec<Frame> {
     ]
 }
 
-/// The frames of one state update: STATE_UPDATE, then a TIMEOUT per timeout.
+/// The frames of one state update: STATE_UPDATE, then a TIMEOUT per timeout,
+/// all carrying the same view, derived once.
 fn update_frames(state: &Session, timeouts: &[TimeoutNotice], now: Timestamp) -> Vec<Frame> {
-    let mut frames = vec![state_frame("STATE_UPDATE", state, now, Rule::Advance)];
+    let view = view_at(state, now);
+    let mut frames = vec![state_frame(
+        "STATE_UPDATE",
+        state,
+        now,
+        Rule::Advance,
+        view.clone(),
+    )];
     for t in timeouts {
-        let view = domain::view(state, now);
         frames.push(text_frame(
             json!({
                 "type": "TIMEOUT",
@@ -309,7 +322,7 @@ fn update_frames(state: &Session, timeouts: &[TimeoutNotice], now: Timestamp) ->
                 "timestamp": now.ms(),
                 "participant_id": t.participant_id,
                 "action_on_timeout": t.action_on_timeout,
-                "state": view,
+                "state": view.clone(),
             }),
             Some((state.version, Rule::Attached)),
         ));
@@ -317,14 +330,25 @@ fn update_frames(state: &Session, timeouts: &[TimeoutNotice], now: Timestamp) ->
     frames
 }
 
-/// A STATE_SYNC or STATE_UPDATE carrying the state with derived fields at `now`.
-fn state_frame(kind: &str, state: &Session, now: Timestamp, rule: Rule) -> Frame {
+/// The wire view of `state` at `now`, as JSON.
+fn view_at(state: &Session, now: Timestamp) -> serde_json::Value {
+    serde_json::to_value(domain::view(state, now)).unwrap_or_default()
+}
+
+/// A STATE_SYNC or STATE_UPDATE carrying `view` (the state with derived fields at `now`).
+fn state_frame(
+    kind: &str,
+    state: &Session,
+    now: Timestamp,
+    rule: Rule,
+    view: serde_json::Value,
+) -> Frame {
     text_frame(
         json!({
             "type": kind,
             "sessionId": state.session_id,
             "timestamp": now.ms(),
-            "state": domain::view(state, now),
+            "state": view,
         }),
         Some((state.version, rule)),
     )
