@@ -6,14 +6,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 
 /// How long a claim holds a due entry before another instance may take it.
 pub const LEASE_MS: i64 = 5_000;
-/// Due entries handled per claim.
-const BATCH: usize = 256;
+/// Due entries claimed per bucket and poll: small enough that a burst is
+/// shared among the instances instead of leased by whichever polled first.
+const BATCH: usize = 64;
+/// Timeouts applied at once by one instance. Each is two Redis round trips;
+/// applying them one after another would make a burst of shared deadlines
+/// (an exam, a tournament round) wait on the sum of those round trips.
+const CONCURRENCY: usize = 32;
 /// Pause after a store error before claiming again.
 const ERROR_BACKOFF: Duration = Duration::from_millis(250);
 
@@ -25,11 +31,16 @@ pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
         match store.claim_due(clock.now(), LEASE_MS, BATCH).await {
             Ok(due) => {
                 metrics::counter!("synckairos_scheduler_claims_total").increment(due.len() as u64);
-                for id in due {
-                    if let Err(e) = engine.apply_timeout(id).await {
-                        tracing::warn!(session_id = %id, error = %e, "timeout not applied; the lease will bring it back");
-                    }
-                }
+                futures_util::stream::iter(due)
+                    .for_each_concurrent(CONCURRENCY, |id| {
+                        let engine = &engine;
+                        async move {
+                            if let Err(e) = engine.apply_timeout(id).await {
+                                tracing::warn!(session_id = %id, error = %e, "timeout not applied; the lease will bring it back");
+                            }
+                        }
+                    })
+                    .await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "claiming due sessions failed");

@@ -391,3 +391,85 @@ async fn the_server_applies_timeouts_on_redis_by_itself() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// A create body for a one-participant session in Redis bucket `b` (of 16).
+fn body_in_bucket(b: u16, bank_ms: i64) -> Value {
+    let id = std::iter::repeat_with(|| SessionId(uuid::Uuid::new_v4()))
+        .find(|id| keys::bucket(*id, 16) == b)
+        .unwrap();
+    let mut body = session_body("per_participant", 1, bank_ms);
+    body["session_id"] = json!(id.to_string());
+    body
+}
+
+#[tokio::test]
+async fn a_write_announces_a_deadline_only_when_it_becomes_its_buckets_earliest() {
+    let redis = RedisServer::start();
+    let app = spawn_app_redis(&redis).await;
+    let hint = keys::hint_channel(3);
+    let mut monitor = redis.monitor();
+
+    // Starts, in order: 10 min (first entry), 20 min (later), 5 min (earlier).
+    let mut published = Vec::new();
+    for bank in [600_000, 1_200_000, 300_000] {
+        let body = body_in_bucket(3, bank);
+        let id = body["session_id"].as_str().unwrap().to_owned();
+        app.create(&body).await;
+        let started = app.command(&id, "start").await;
+        let marker = format!("marker-{}", uuid());
+        redis.cli(&["echo", &marker]);
+        let hints: Vec<String> = monitor
+            .lines_until(&marker)
+            .into_iter()
+            .filter(|l| l.to_lowercase().contains("\"spublish\"") && l.contains(&hint))
+            .collect();
+        let started_at = Timestamp::parse_rfc3339(started["session_started_at"].as_str().unwrap());
+        published.push((hints, started_at.unwrap().plus(bank).ms().to_string()));
+    }
+    let [(first, d1), (later, _), (earlier, d3)] = &published[..] else {
+        unreachable!()
+    };
+    assert!(first.len() == 1 && first[0].contains(d1), "{first:?}");
+    assert!(
+        later.is_empty(),
+        "a later deadline needs no hint: {later:?}"
+    );
+    assert!(earlier.len() == 1 && earlier[0].contains(d3), "{earlier:?}");
+}
+
+#[tokio::test]
+async fn an_idle_instance_polls_at_the_fallback_rate_not_continuously() {
+    let redis = RedisServer::start();
+    let app = spawn_app_redis(&redis).await;
+    // Something in the index, due in an hour: nothing to do until then.
+    app.started("per_participant", 2, 3_600_000).await;
+
+    let mut monitor = redis.monitor();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let marker = format!("marker-{}", uuid());
+    redis.cli(&["echo", &marker]);
+    let elapsed_ms = started.elapsed().as_millis() as usize;
+    let reads = monitor
+        .lines_until(&marker)
+        .iter()
+        .filter(|l| l.to_lowercase().contains("\"zrange\"") && !l.contains("lua]"))
+        .count();
+    // One read per bucket per poll, a poll every 100 ms at most (the
+    // MIN_GAP-bounded fast path needs something due or hinted). Polling every
+    // 10 ms would make about 1,600.
+    let polls = reads / 16;
+    assert!(polls >= 1, "the fallback poll runs ({reads} reads)");
+    assert!(
+        polls <= elapsed_ms / 100 + 2,
+        "{polls} polls in {elapsed_ms} ms"
+    );
+    assert!(
+        app.engine
+            .store()
+            .claim_due(Clock::System.now(), 5_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -2,6 +2,7 @@
 -- the state and its deadline, appends session_deleted, publishes the deletion.
 --
 -- KEYS[1] state hash   KEYS[2] due zset   KEYS[3] audit stream   KEYS[4] shard channel
+-- (KEYS[5], the hint channel, is unused: a removal never makes a deadline earlier)
 -- ARGV[1] expected version   ARGV[2] session id   ARGV[3] message   ARGV[4] audit event ('' = none)
 --
 -- Returns {1} on success, {0, stored version or -1 if absent} on a conflict.

@@ -8,6 +8,7 @@
 //! | `sk:{b}:due` | sorted set | session id → deadline (epoch ms) or lease end |
 //! | `sk:{b}:audit` | stream | audit events (the outbox) |
 //! | `sk:{b}:c:<id>` | shard channel | updates of that session |
+//! | `sk:{b}:hint` | shard channel | a deadline that became the bucket's earliest |
 //! | `sk:meta` | hash | `buckets`: the bucket count this deployment was created with |
 
 use crate::domain::SessionId;
@@ -49,6 +50,17 @@ pub fn channel(b: u16, id: SessionId) -> String {
     format!("sk:{{{b}}}:c:{id}")
 }
 
+/// The bucket's hint channel: the scripts announce there each deadline that
+/// becomes the bucket's earliest, so schedulers need not poll to notice it.
+pub fn hint_channel(b: u16) -> String {
+    format!("sk:{{{b}}}:hint")
+}
+
+/// Whether a channel name is a hint channel `sk:{b}:hint`.
+pub fn is_hint_channel(channel: &str) -> bool {
+    channel.ends_with("}:hint")
+}
+
 /// The session a channel name `sk:{b}:c:<id>` belongs to.
 pub fn session_of_channel(channel: &str) -> Option<SessionId> {
     let (prefix, id) = channel.rsplit_once(':')?;
@@ -72,7 +84,13 @@ pub fn probe_channel(instance: uuid::Uuid) -> String {
 /// All keys one write touches, in the order the scripts expect them.
 pub fn session_keys(id: SessionId, buckets: u16) -> Vec<String> {
     let b = bucket(id, buckets);
-    vec![state(b, id), due(b), audit(b), channel(b, id)]
+    vec![
+        state(b, id),
+        due(b),
+        audit(b),
+        channel(b, id),
+        hint_channel(b),
+    ]
 }
 
 #[cfg(test)]
@@ -87,6 +105,8 @@ mod tests {
         assert!(keys.iter().all(|k| k.contains(&tag)), "{keys:?}");
         assert_eq!(session_of_channel(&keys[3]), Some(id));
         assert_eq!(session_of_channel(&probe_channel(id.0)), None);
+        assert_eq!(session_of_channel(&keys[4]), None);
+        assert!(is_hint_channel(&keys[4]) && !is_hint_channel(&keys[3]));
         assert_eq!(hash_tag(&keys[3]), bucket(id, 16).to_string());
         assert_eq!(hash_tag(&probe_channel(id.0)), "0");
         assert_eq!(hash_tag("plain"), "plain");

@@ -9,6 +9,7 @@
 
 pub mod keys;
 mod pubsub;
+mod wakeups;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -22,9 +23,11 @@ use fred::interfaces::{
 };
 use fred::prelude::{Builder, Config as FredConfig, ReconnectPolicy};
 use fred::types::Value;
+use fred::types::scan::Scanner;
 use fred::types::scripts::Script;
 use fred::types::{Expiration, SetOptions};
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 use thiserror::Error;
 use tokio::sync::broadcast;
 
@@ -32,9 +35,8 @@ use super::{FeedEvent, Store, StoreError, Write, expiry_after, index_needs_repai
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
 use crate::domain::{Session, SessionId, Timestamp};
+use wakeups::Wakeups;
 
-/// How often the scheduler polls the due sets.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// How long one instance holds the sweep lock (well under the sweep interval).
 const SWEEP_LOCK_MS: i64 = 10_000;
 /// Capacity of the instance's update feed (and of fred's message channel).
@@ -105,6 +107,8 @@ pub struct RedisStore {
     feed: broadcast::Sender<FeedEvent>,
     /// When this instance last heard its own pub/sub probe.
     probe_heard: pubsub::LastProbe,
+    /// When the scheduler next polls the due sets.
+    wakeups: Arc<Wakeups>,
 }
 
 impl RedisStore {
@@ -174,16 +178,25 @@ impl RedisStore {
         let feed = broadcast::channel(FEED_CAPACITY).0;
         let probe = keys::probe_channel(uuid::Uuid::new_v4());
         let probe_heard = Arc::new(AtomicI64::new(pubsub::wall_ms()));
+        let wakeups = Arc::new(Wakeups::default());
         tokio::spawn(pubsub::drain(
             subscriber.clone(),
             feed.clone(),
             probe.clone(),
             probe_heard.clone(),
+            wakeups.clone(),
         ));
         subscriber
             .ssubscribe(probe.as_str())
             .await
             .map_err(|e| ConnectError::Connect(format!("subscribing the probe: {e}")))?;
+        // One SSUBSCRIBE per bucket (each its own slot), pipelined.
+        let hints = (0..options.buckets).map(|b| subscriber.ssubscribe(keys::hint_channel(b)));
+        for subscribed in join_all(hints).await {
+            subscribed.map_err(|e| {
+                ConnectError::Connect(format!("subscribing the hint channels: {e}"))
+            })?;
+        }
         tokio::spawn(pubsub::probe(
             pool.clone(),
             subscriber.clone(),
@@ -197,6 +210,7 @@ impl RedisStore {
             options,
             feed,
             probe_heard,
+            wakeups,
         })
     }
 
@@ -343,11 +357,29 @@ impl Store for RedisStore {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<SessionId>, StoreError> {
-        // Concurrent calls on one connection are pipelined by fred: one
-        // batch over all buckets per poll.
+        self.wakeups.poll_started(now);
+        // First the earliest entry of every bucket, with plain reads (a
+        // fraction of a script call's cost to Redis); then the claim script
+        // on the buckets that have something due. Concurrent calls on one
+        // connection are pipelined by fred: one batch per step.
         let client = self.pool.next();
+        let firsts = (0..self.options.buckets).map(|b| async move {
+            let first: Vec<String> = client
+                .zrange(keys::due(b), 0, 0, None, false, None, true)
+                .await?;
+            Ok::<_, fred::error::Error>((b, first.get(1).and_then(|s| parse_score(s))))
+        });
+        let mut next = i64::MAX;
+        let mut ready = Vec::new();
+        for first in join_all(firsts).await {
+            match first.map_err(unavailable)? {
+                (b, Some(at)) if at <= now.ms() => ready.push(b),
+                (_, Some(at)) => next = next.min(at),
+                (_, None) => {}
+            }
+        }
         let lease_end = now.plus(lease_ms).ms();
-        let claims = (0..self.options.buckets).map(|b| {
+        let claims = ready.into_iter().map(|b| {
             let args: Vec<Value> = vec![now.ms().into(), lease_end.into(), (limit as i64).into()];
             client.evalsha::<Vec<String>, _, _, _>(
                 self.scripts.claim.sha1().clone(),
@@ -356,16 +388,26 @@ impl Store for RedisStore {
             )
         });
         let mut due = Vec::new();
-        for reply in futures_util::future::join_all(claims).await {
+        for reply in join_all(claims).await {
             match reply {
-                Ok(ids) => due.extend(ids.iter().filter_map(|id| SessionId::parse(id))),
+                Ok(reply) => {
+                    let (earliest, ids) = reply.split_first().unzip();
+                    next = next.min(earliest.and_then(|s| parse_score(s)).unwrap_or(i64::MAX));
+                    due.extend(
+                        ids.unwrap_or_default()
+                            .iter()
+                            .filter_map(|id| SessionId::parse(id)),
+                    );
+                }
                 Err(e) if e.details().starts_with("NOSCRIPT") => {
                     // Redis lost its scripts (restart, SCRIPT FLUSH): reload for the next poll.
                     self.scripts.claim.load(client).await.map_err(unavailable)?;
+                    next = now.ms();
                 }
                 Err(e) => return Err(unavailable(e)),
             }
         }
+        self.wakeups.poll_finished(next);
         Ok(due)
     }
 
@@ -375,26 +417,7 @@ impl Store for RedisStore {
         version: u64,
         deadline: Option<Timestamp>,
     ) -> Result<(), StoreError> {
-        let b = self.bucket(id);
-        let args: Vec<Value> = vec![
-            num(version),
-            id.to_string().into(),
-            deadline
-                .map(|d| d.ms().to_string())
-                .unwrap_or_default()
-                .into(),
-        ];
-        let _: i64 = self
-            .scripts
-            .reindex
-            .evalsha_with_reload(
-                self.pool.next(),
-                vec![keys::state(b, id), keys::due(b)],
-                args,
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.set_index(id, version, deadline, None).await.map(drop)
     }
 
     /// One instance at a time (a short `SET NX` lock); SCANs each bucket's
@@ -424,8 +447,8 @@ impl Store for RedisStore {
         repairs
     }
 
-    async fn wait_for_due(&self, _clock: &Clock) {
-        tokio::time::sleep(POLL_INTERVAL).await;
+    async fn wait_for_due(&self, clock: &Clock) {
+        self.wakeups.wait(clock).await;
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -441,57 +464,110 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
-    /// The sweep proper, bucket by bucket, while holding the lock.
+    /// Runs `reindex.lua`: sets (or removes) `id`'s index entry if the
+    /// session is still at `version`; with `lease = Some((now, lease_ms))` it
+    /// leaves an entry alone that a lease in progress pushed forward. Returns
+    /// whether the entry changed.
+    async fn set_index(
+        &self,
+        id: SessionId,
+        version: u64,
+        deadline: Option<Timestamp>,
+        lease: Option<(Timestamp, i64)>,
+    ) -> Result<bool, StoreError> {
+        let b = self.bucket(id);
+        let (now, lease_ms) = lease.map_or((Value::from(""), Value::from("")), |(now, ms)| {
+            (now.ms().into(), ms.into())
+        });
+        let args: Vec<Value> = vec![
+            num(version),
+            id.to_string().into(),
+            deadline
+                .map(|d| d.ms().to_string())
+                .unwrap_or_default()
+                .into(),
+            now,
+            lease_ms,
+        ];
+        let keys = vec![keys::state(b, id), keys::due(b), keys::hint_channel(b)];
+        let changed: i64 = self
+            .scripts
+            .reindex
+            .evalsha_with_reload(self.pool.next(), keys, args)
+            .await
+            .map_err(unavailable)?;
+        Ok(changed == 1)
+    }
+
+    /// The sweep proper, while holding the lock. Each page of the SCAN is
+    /// read in one pipelined batch (states and their index scores); only
+    /// entries that look wrong go to the script, which checks again,
+    /// atomically and at the time of the check: a write or a claim that
+    /// landed after our read is not a repair.
     async fn sweep_buckets(
         &self,
         client: &Client,
         now: Timestamp,
         lease_ms: i64,
     ) -> Result<usize, StoreError> {
+        let started = std::time::Instant::now();
+        let now_ish = || now.plus(i64::try_from(started.elapsed().as_millis()).unwrap_or(0));
         let mut repairs = 0;
-        for b in 0..self.options.buckets {
-            let due_key = keys::due(b);
-            let mut scan = client.scan_buffered(format!("sk:{{{b}}}:s:*"), Some(500), None);
-            while let Some(key) = scan.next().await {
-                let key = key.map_err(unavailable)?;
-                let Some(id) = key
-                    .as_str()
-                    .and_then(|k| k.rsplit(':').next())
-                    .and_then(SessionId::parse)
-                else {
-                    continue;
-                };
-                let Some(session) = self.get(id).await? else {
-                    continue;
+        let mut pages = client.scan("sk:{*}:s:*", Some(500), None);
+        while let Some(page) = pages.next().await {
+            let mut page = page.map_err(unavailable)?;
+            let ids: Vec<SessionId> = page
+                .take_results()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|key| key.as_str()?.rsplit(':').next().and_then(SessionId::parse))
+                .collect();
+            page.next(); // fetches the next page while this one is checked
+            let sessions = join_all(ids.iter().map(|&id| self.get(id)));
+            let scores = join_all(ids.iter().map(|&id| {
+                client.zscore::<Option<f64>, _, _>(keys::due(self.bucket(id)), id.to_string())
+            }));
+            let (sessions, scores) = tokio::join!(sessions, scores);
+            for ((id, session), indexed) in ids.iter().zip(sessions).zip(scores) {
+                let Some(session) = session? else {
+                    continue; // deleted or expired since the SCAN
                 };
                 let expected = crate::domain::deadline(&session);
-                let indexed: Option<f64> = client
-                    .zscore(&due_key, id.to_string())
-                    .await
-                    .map_err(unavailable)?;
-                if index_needs_repair(expected, indexed.map(|at| at as i64), now, lease_ms) {
-                    self.reindex(id, session.version, expected).await?;
+                let indexed = indexed.map_err(unavailable)?.map(|at| at as i64);
+                if index_needs_repair(expected, indexed, now_ish(), lease_ms)
+                    && self
+                        .set_index(*id, session.version, expected, Some((now_ish(), lease_ms)))
+                        .await?
+                {
                     repairs += 1;
                 }
             }
-            // Entries whose session is gone (expired by TTL, say).
+        }
+        // Entries whose session is gone (expired by TTL, say).
+        for b in 0..self.options.buckets {
             let members: Vec<String> = client
-                .zrange(&due_key, 0, -1, None, false, None, false)
+                .zrange(keys::due(b), 0, -1, None, false, None, false)
                 .await
                 .map_err(unavailable)?;
-            for id in members.iter().filter_map(|m| SessionId::parse(m)) {
-                let exists: bool = client
-                    .exists(keys::state(b, id))
-                    .await
-                    .map_err(unavailable)?;
-                if !exists {
-                    self.reindex(id, 0, None).await?;
+            let ids: Vec<SessionId> = members.iter().filter_map(|m| SessionId::parse(m)).collect();
+            let exists = join_all(
+                ids.iter()
+                    .map(|&id| client.exists::<bool, _>(keys::state(b, id))),
+            )
+            .await;
+            for (id, exists) in ids.iter().zip(exists) {
+                if !exists.map_err(unavailable)? && self.set_index(*id, 0, None, None).await? {
                     repairs += 1;
                 }
             }
         }
         Ok(repairs)
     }
+}
+
+/// A sorted-set score (epoch ms) as Redis formats it.
+fn parse_score(s: &str) -> Option<i64> {
+    s.parse::<f64>().ok().map(|f| f as i64)
 }
 
 /// Every Redis failure the caller can act on looks the same: the store is

@@ -2,7 +2,8 @@
 //! broadcast channel (32 by default) that silently drops what a slow reader
 //! misses, so one task does nothing but drain it into the instance's feed;
 //! the same task resubscribes after a reconnect and tells the feed, because
-//! updates may have been missed while the link was down.
+//! updates may have been missed while the link was down. Deadline hints go
+//! to the scheduler's [`Wakeups`] instead of the feed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::keys;
+use super::wakeups::Wakeups;
 use crate::clock::Clock;
 use crate::store::FeedEvent;
 
@@ -27,6 +29,7 @@ pub async fn drain(
     feed: broadcast::Sender<FeedEvent>,
     probe: String,
     heard: LastProbe,
+    wakeups: Arc<Wakeups>,
 ) {
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
@@ -36,6 +39,13 @@ pub async fn drain(
                 Ok(m) => {
                     if *m.channel == *probe {
                         heard.store(wall_ms(), Ordering::Relaxed);
+                        continue;
+                    }
+                    if keys::is_hint_channel(&m.channel) {
+                        match m.value.as_i64() {
+                            Some(at) => wakeups.hint(at),
+                            None => wakeups.poll_now(),
+                        }
                         continue;
                     }
                     let Some(session_id) = keys::session_of_channel(&m.channel) else {
@@ -49,6 +59,7 @@ pub async fn drain(
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "pub/sub reader lagged; resynchronising local clients");
+                    wakeups.poll_now();
                     let _ = feed.send(FeedEvent::Resubscribed);
                 }
                 Err(RecvError::Closed) => return,
@@ -57,6 +68,7 @@ pub async fn drain(
                 Ok(server) => {
                     resubscribe(&subscriber).await;
                     tracing::info!(%server, channels = subscriber.tracked_shard_channels().len(), "pub/sub reconnected and resubscribed");
+                    wakeups.poll_now();
                     let _ = feed.send(FeedEvent::Resubscribed);
                 }
                 Err(RecvError::Lagged(_)) => continue,

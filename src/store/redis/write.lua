@@ -2,6 +2,7 @@
 -- TTL, deadline index, audit outbox and update, atomically in one round trip.
 --
 -- KEYS[1] state hash   KEYS[2] due zset   KEYS[3] audit stream   KEYS[4] shard channel
+-- KEYS[5] the bucket's hint channel
 -- ARGV[1] expected version (0 = the session must not exist)
 -- ARGV[2] new version          ARGV[3] state JSON      ARGV[4] TTL in seconds, '' = keep
 -- ARGV[5] session id           ARGV[6] deadline in epoch ms, '' for none
@@ -30,6 +31,10 @@ if ARGV[6] == '' then
   redis.call('ZREM', KEYS[2], ARGV[5])
 else
   redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
+  -- Now the bucket's earliest entry: tell the schedulers, which sleep until then.
+  if redis.call('ZRANK', KEYS[2], ARGV[5]) == 0 then
+    redis.call('SPUBLISH', KEYS[5], ARGV[6])
+  end
 end
 for i = 8, #ARGV do
   redis.call('XADD', KEYS[3], '*', 'e', ARGV[i])
