@@ -19,6 +19,7 @@ WINDOW_MS=${WINDOW_MS:-10000}
 LEAD_MS=${LEAD_MS:-10000}
 INSTANCES=${INSTANCES:-3}
 IDLE_SECONDS=${IDLE_SECONDS:-30}
+SWEEP_INTERVAL_SECONDS=${SWEEP_INTERVAL_SECONDS:-30}
 HOLD=${HOLD:-10000}
 REDIS_PORT=${REDIS_PORT:-6397}
 FIRST_PORT=${FIRST_PORT:-3196}
@@ -38,14 +39,19 @@ redis_counters() {
         /^total_commands_processed:/ { cmds = $2 }
         END { printf "%f %d\n", cpu, cmds }'
 }
-# Redis CPU (% of one core) and commands/s over IDLE_SECONDS.
+# Redis CPU (% of one core) and commands/s over IDLE_SECONDS, then each
+# command's calls/s and the share of a core its execution took.
 measure_idle() {
     local before after
+    redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
     before=$(redis_counters)
     sleep "$IDLE_SECONDS"
     after=$(redis_counters)
     echo "$before $after" | awk -v s="$IDLE_SECONDS" \
         '{ printf "Redis CPU %.2f %% of one core, %.0f commands/s\n", ($3 - $1) * 100 / s, ($4 - $2) / s }'
+    redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' | grep '^cmdstat_' \
+        | grep -v 'config|resetstat' | awk -F'[:,=]' -v s="$IDLE_SECONDS" \
+        '{ printf "  %-28s %8.1f calls/s %6.3f %% of a core in the command\n", $1, $3 / s, $5 / s / 1e4 }'
 }
 
 echo "=== idle, Redis alone, ${IDLE_SECONDS} s"
@@ -55,7 +61,7 @@ bases=()
 for i in $(seq 0 $((INSTANCES - 1))); do
     port=$((FIRST_PORT + i))
     REDIS_URL="redis://127.0.0.1:$REDIS_PORT" HOST=127.0.0.1 PORT=$port RUST_LOG=warn \
-        ./target/release/synckairos &
+        SWEEP_INTERVAL_SECONDS=$SWEEP_INTERVAL_SECONDS ./target/release/synckairos &
     pids+=($!)
     until curl -sf "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.05; done
     bases+=("http://127.0.0.1:$port")
@@ -67,9 +73,6 @@ measure_idle
 sleep 2
 echo "=== idle, $INSTANCES instances polling, $HOLD sessions due in an hour, ${IDLE_SECONDS} s"
 measure_idle
-redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
-sleep 10
-redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' | grep -E '^cmdstat_' | sed 's/^/  in 10 s: /'
 
 # The applied timeouts per instance, from its /metrics.
 applied() {

@@ -183,7 +183,8 @@ pub trait Store: Send + Sync + 'static {
     async fn sweep(&self, now: Timestamp, lease_ms: i64) -> Result<usize, StoreError>;
 
     /// Resolves when [`Store::claim_due`] may find something: at the earliest
-    /// deadline (embedded backend) or after a short poll interval (Redis).
+    /// deadline it knows of (Redis: learnt from polls and hints, with a
+    /// fallback poll; see `redis::wakeups`).
     async fn wait_for_due(&self, clock: &Clock);
 
     /// Whether the backend answers; `/ready` reports this.

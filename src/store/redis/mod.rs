@@ -11,6 +11,7 @@ pub mod keys;
 mod pubsub;
 mod wakeups;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -513,6 +514,7 @@ impl RedisStore {
         let started = std::time::Instant::now();
         let now_ish = || now.plus(i64::try_from(started.elapsed().as_millis()).unwrap_or(0));
         let mut repairs = 0;
+        let mut live = HashSet::new();
         let mut pages = client.scan("sk:{*}:s:*", Some(500), None);
         while let Some(page) = pages.next().await {
             let mut page = page.map_err(unavailable)?;
@@ -523,6 +525,7 @@ impl RedisStore {
                 .filter_map(|key| key.as_str()?.rsplit(':').next().and_then(SessionId::parse))
                 .collect();
             page.next(); // fetches the next page while this one is checked
+            live.extend(ids.iter().copied());
             let sessions = join_all(ids.iter().map(|&id| self.get(id)));
             let scores = join_all(ids.iter().map(|&id| {
                 client.zscore::<Option<f64>, _, _>(keys::due(self.bucket(id)), id.to_string())
@@ -543,20 +546,20 @@ impl RedisStore {
                 }
             }
         }
-        // Entries whose session is gone (expired by TTL, say).
+        // Entries whose session is gone (expired by TTL, say). A session
+        // created during the SCAN may be missing from `live`: the script
+        // checks existence itself and leaves it alone.
         for b in 0..self.options.buckets {
             let members: Vec<String> = client
                 .zrange(keys::due(b), 0, -1, None, false, None, false)
                 .await
                 .map_err(unavailable)?;
-            let ids: Vec<SessionId> = members.iter().filter_map(|m| SessionId::parse(m)).collect();
-            let exists = join_all(
-                ids.iter()
-                    .map(|&id| client.exists::<bool, _>(keys::state(b, id))),
-            )
-            .await;
-            for (id, exists) in ids.iter().zip(exists) {
-                if !exists.map_err(unavailable)? && self.set_index(*id, 0, None, None).await? {
+            let orphans = members
+                .iter()
+                .filter_map(|m| SessionId::parse(m))
+                .filter(|id| !live.contains(id));
+            for id in orphans {
+                if self.set_index(id, 0, None, None).await? {
                     repairs += 1;
                 }
             }

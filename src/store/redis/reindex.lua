@@ -28,9 +28,11 @@ if score then
     return 0
   end
 end
+-- Earlier than anything in the bucket: tell the schedulers, which sleep
+-- until the earliest deadline they know of.
+local earlier = redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. ARGV[3])
 redis.call('ZADD', KEYS[2], deadline, ARGV[2])
--- Now the bucket's earliest entry: tell the schedulers, which sleep until then.
-if redis.call('ZRANK', KEYS[2], ARGV[2]) == 0 then
+if earlier == 0 then
   redis.call('SPUBLISH', KEYS[3], ARGV[3])
 end
 return 1

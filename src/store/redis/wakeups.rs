@@ -5,10 +5,11 @@
 //! from two sources:
 //!
 //! - each poll reads the earliest entry of every bucket;
-//! - hints: whenever a write makes a deadline the earliest of its bucket, the
-//!   script publishes it on the bucket's hint channel, which every instance
-//!   subscribes to. A deadline set later than a bucket's earliest needs no
-//!   hint: the poll at that earliest entry sees it.
+//! - hints: whenever a write sets a deadline earlier than every entry of its
+//!   bucket, the script publishes it on the bucket's hint channel, which every
+//!   instance subscribes to. Any other deadline needs no hint: the instances
+//!   already wake at or before the bucket's earliest entry, and that poll
+//!   sees it.
 //!
 //! A hint can be lost (a pub/sub link that broke and came back), so a fallback
 //! poll runs at least every [`FALLBACK_MS`]: it bounds how late a lost hint can

@@ -30,9 +30,11 @@ end
 if ARGV[6] == '' then
   redis.call('ZREM', KEYS[2], ARGV[5])
 else
+  -- Earlier than anything in the bucket: tell the schedulers, which sleep
+  -- until the earliest deadline they know of.
+  local earlier = redis.call('ZCOUNT', KEYS[2], '-inf', '(' .. ARGV[6])
   redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5])
-  -- Now the bucket's earliest entry: tell the schedulers, which sleep until then.
-  if redis.call('ZRANK', KEYS[2], ARGV[5]) == 0 then
+  if earlier == 0 then
     redis.call('SPUBLISH', KEYS[5], ARGV[6])
   end
 end
