@@ -8,7 +8,7 @@
 //! | `sk:{b}:due` | sorted set | session id → deadline (epoch ms) or lease end |
 //! | `sk:{b}:audit` | stream | audit events (the outbox) |
 //! | `sk:{b}:c:<id>` | shard channel | updates of that session |
-//! | `sk:{b}:hint` | shard channel | a deadline that became the bucket's earliest |
+//! | `sk:{b}:hint` | shard channel | a deadline set earlier than every entry of the bucket |
 //! | `sk:meta` | hash | `buckets`: the bucket count this deployment was created with |
 
 use crate::domain::SessionId;
@@ -50,8 +50,8 @@ pub fn channel(b: u16, id: SessionId) -> String {
     format!("sk:{{{b}}}:c:{id}")
 }
 
-/// The bucket's hint channel: the scripts announce there each deadline that
-/// becomes the bucket's earliest, so schedulers need not poll to notice it.
+/// The bucket's hint channel: the scripts announce there each deadline set
+/// earlier than every entry of the bucket, so schedulers need not poll for it.
 pub fn hint_channel(b: u16) -> String {
     format!("sk:{{{b}}}:hint")
 }

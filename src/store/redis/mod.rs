@@ -421,8 +421,8 @@ impl Store for RedisStore {
         self.set_index(id, version, deadline, None).await.map(drop)
     }
 
-    /// One instance at a time (a short `SET NX` lock); SCANs each bucket's
-    /// state keys (standalone Redis: on a Cluster this sees one node only).
+    /// One instance at a time (a short `SET NX` lock); SCANs the state keys
+    /// (standalone Redis: on a Cluster this sees one node only).
     async fn sweep(&self, now: Timestamp, lease_ms: i64) -> Result<usize, StoreError> {
         let client = self.pool.next();
         let token = uuid::Uuid::new_v4().to_string();
@@ -512,7 +512,7 @@ impl RedisStore {
         lease_ms: i64,
     ) -> Result<usize, StoreError> {
         let started = std::time::Instant::now();
-        let now_ish = || now.plus(i64::try_from(started.elapsed().as_millis()).unwrap_or(0));
+        let now_at_check = || now.plus(i64::try_from(started.elapsed().as_millis()).unwrap_or(0));
         let mut repairs = 0;
         let mut live = HashSet::new();
         let mut pages = client.scan("sk:{*}:s:*", Some(500), None);
@@ -537,9 +537,14 @@ impl RedisStore {
                 };
                 let expected = crate::domain::deadline(&session);
                 let indexed = indexed.map_err(unavailable)?.map(|at| at as i64);
-                if index_needs_repair(expected, indexed, now_ish(), lease_ms)
+                if index_needs_repair(expected, indexed, now_at_check(), lease_ms)
                     && self
-                        .set_index(*id, session.version, expected, Some((now_ish(), lease_ms)))
+                        .set_index(
+                            *id,
+                            session.version,
+                            expected,
+                            Some((now_at_check(), lease_ms)),
+                        )
                         .await?
                 {
                     repairs += 1;

@@ -106,8 +106,11 @@ impl Wakeups {
             // Registered before reading the state, so a hint in between is
             // not missed (`notify_one` keeps a permit for a later waiter).
             let changed = self.changed.notified();
-            let at = self.wake_at();
-            if clock.now().ms() >= at {
+            let now = clock.now().ms();
+            // Deadlines are wall-clock instants but sleeps are monotonic: no
+            // sleep is longer than the fallback, even if the clock stepped back.
+            let at = self.wake_at().min(now.saturating_add(FALLBACK_MS));
+            if now >= at {
                 return;
             }
             tokio::select! {
