@@ -42,7 +42,7 @@ pub async fn drain(
                         continue;
                     }
                     if keys::is_hint_channel(&m.channel) {
-                        match m.value.as_i64() {
+                        match m.value.as_str().and_then(|at| at.parse::<i64>().ok()) {
                             Some(at) => wakeups.hint(at),
                             None => wakeups.poll_now(),
                         }
