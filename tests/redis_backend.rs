@@ -473,3 +473,38 @@ async fn an_idle_instance_polls_at_the_fallback_rate_not_continuously() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn the_sweep_counts_no_repairs_while_sessions_change_under_it() {
+    let redis = RedisServer::start();
+    let app = spawn_app_redis(&redis).await;
+    let ids = join_all((0..300).map(|_| app.started("per_participant", 2, 600_000))).await;
+    let store = app.engine.store().clone();
+    let done = std::sync::atomic::AtomicBool::new(false);
+
+    // Switches land between the sweep's read of a session and its check of
+    // the index: a changed session is not a broken index.
+    let paths: Vec<String> = ids
+        .iter()
+        .map(|id| format!("/v1/sessions/{id}/switch"))
+        .collect();
+    let switching = async {
+        let mut rounds = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            join_all(paths.iter().map(|path| app.post(path, None))).await;
+            rounds += 1;
+        }
+        rounds
+    };
+    let sweeping = async {
+        let mut repairs = 0;
+        for _ in 0..2 {
+            repairs += store.sweep(Clock::System.now(), 5_000).await.unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        repairs
+    };
+    let (rounds, repairs) = tokio::join!(switching, sweeping);
+    assert!(rounds >= 1);
+    assert_eq!(repairs, 0, "2 sweeps during {rounds} rounds of switches");
+}
