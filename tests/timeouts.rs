@@ -197,3 +197,43 @@ async fn a_deadline_entry_deleted_by_hand_is_repaired_and_the_timeout_still_happ
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_pause_before_the_deadline_holds_it_on_redis_and_resume_sets_a_new_one() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let nodes: Vec<Instance> = (0..2)
+        .map(|_| Instance::start(&[("REDIS_URL", url.as_str())]))
+        .collect();
+    let (a, b) = (Rest::new(&nodes[0].base()), Rest::new(&nodes[1].base()));
+    let id = a.started("per_participant", 2, 3_000).await;
+
+    // Paused 1 s before the deadline, then held well past it.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let paused = a.command(&id, "pause").await;
+    let left = paused["participants"][0]["total_time_ms"].as_i64().unwrap();
+    assert!((1..3_000).contains(&left), "{paused}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let held = b.get(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(
+        (
+            held.data()["status"].as_str(),
+            held.data()["version"].as_u64()
+        ),
+        (Some("paused"), Some(3)),
+        "no timeout while paused"
+    );
+
+    // Resumed on the other instance: the new deadline is resume + what was left.
+    let resumed = b.command(&id, "resume").await;
+    let restarted =
+        Timestamp::parse_rfc3339(resumed["cycle_started_at"].as_str().unwrap()).unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    let expired = a.await_expired(&id, until).await;
+    assert_eq!(
+        expired["version"], 5,
+        "created, started, paused, resumed, expired"
+    );
+    let due = Timestamp::parse_rfc3339(expired["session_completed_at"].as_str().unwrap()).unwrap();
+    assert_eq!(due, restarted.plus(left));
+}

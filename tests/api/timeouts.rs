@@ -111,3 +111,33 @@ async fn a_switch_after_the_deadline_is_refused_and_the_timeout_stands() {
     assert_eq!(state.status, Status::Expired);
     assert_eq!(state.version, 3, "the timeout was written exactly once");
 }
+
+#[tokio::test]
+async fn a_pause_just_before_the_deadline_holds_it_and_resume_sets_a_new_one() {
+    let app = spawn_app_manual_clock().await;
+    let body = session_body("per_participant", 2, 5_000);
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    app.create(&body).await;
+    app.command(&id, "start").await;
+    let mut updates = app.watch(&id).await;
+
+    app.advance(4_990);
+    app.command(&id, "pause").await;
+    let (paused, _) = state_of(updates.next().await);
+    assert_eq!(paused.status, Status::Paused);
+    app.advance(60_000); // far past the original deadline
+    let r = app.get(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(r.data()["status"], "paused");
+    assert_eq!(r.data()["participants"][0]["time_remaining_ms"], 10);
+
+    app.command(&id, "resume").await;
+    // The feed is ordered: had the old deadline fired while paused, its
+    // update would come before the resume's.
+    let (resumed, timeouts) = state_of(updates.next().await);
+    assert_eq!((resumed.status, resumed.version), (Status::Running, 4));
+    assert!(timeouts.is_empty());
+    app.advance(10); // the new deadline: resume + the 10 ms left
+    let (expired, timeouts) = state_of(updates.next().await);
+    assert_eq!((expired.status, expired.version), (Status::Expired, 5));
+    assert_eq!(timeouts[0].at, T0.plus(4_990 + 60_000 + 10));
+}
