@@ -7,18 +7,10 @@ mod common;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use common::process::Instance;
+use common::process::{Instance, instances};
 use common::redis::RedisServer;
 use common::ws::WsClient;
 use common::*;
-
-/// `n` instances on `redis`, each a separate OS process.
-fn instances(redis: &RedisServer, n: usize) -> Vec<Instance> {
-    let url = redis.url();
-    (0..n)
-        .map(|_| Instance::start(&[("REDIS_URL", url.as_str())]))
-        .collect()
-}
 
 /// A REST client for an instance.
 fn rest(instance: &Instance) -> Rest {

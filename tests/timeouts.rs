@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use serde_json::json;
 use synckairos::domain::Timestamp;
 
-use common::process::Instance;
+use common::process::{Instance, instances};
 use common::redis::RedisServer;
 use common::ws::WsClient;
 use common::*;
@@ -18,10 +18,7 @@ use common::*;
 #[tokio::test]
 async fn three_hundred_sessions_time_out_exactly_once_on_time_across_three_instances() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let nodes: Vec<Instance> = (0..3)
-        .map(|_| Instance::start(&[("REDIS_URL", url.as_str())]))
-        .collect();
+    let nodes = instances(&redis, 3);
     let apps: Vec<Rest> = nodes.iter().map(|n| Rest::new(&n.base())).collect();
 
     // 300 sessions, banks from 1 to 4 s, created and started on all instances.
@@ -85,10 +82,7 @@ async fn three_hundred_sessions_time_out_exactly_once_on_time_across_three_insta
 #[tokio::test]
 async fn when_an_instance_dies_the_others_apply_its_claimed_timeouts_once() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let mut nodes: Vec<Instance> = (0..3)
-        .map(|_| Instance::start(&[("REDIS_URL", url.as_str())]))
-        .collect();
+    let mut nodes = instances(&redis, 3);
     let survivor = Rest::new(&nodes[1].base());
 
     // 90 sessions due between 1 and 2 s from now.
@@ -124,10 +118,7 @@ async fn when_an_instance_dies_the_others_apply_its_claimed_timeouts_once() {
 #[tokio::test]
 async fn a_dead_claimers_leases_come_back_and_are_applied_once() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let nodes: Vec<Instance> = (0..2)
-        .map(|_| Instance::start(&[("REDIS_URL", url.as_str())]))
-        .collect();
+    let nodes = instances(&redis, 2);
     let app = Rest::new(&nodes[0].base());
     let ids: Vec<String> =
         join_all((0..20).map(|_| app.started("per_participant", 2, 1_000))).await;
@@ -201,10 +192,7 @@ async fn a_deadline_entry_deleted_by_hand_is_repaired_and_the_timeout_still_happ
 #[tokio::test]
 async fn a_pause_before_the_deadline_holds_it_on_redis_and_resume_sets_a_new_one() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let nodes: Vec<Instance> = (0..2)
-        .map(|_| Instance::start(&[("REDIS_URL", url.as_str())]))
-        .collect();
+    let nodes = instances(&redis, 2);
     let (a, b) = (Rest::new(&nodes[0].base()), Rest::new(&nodes[1].base()));
     let id = a.started("per_participant", 2, 3_000).await;
 

@@ -115,10 +115,7 @@ async fn a_switch_after_the_deadline_is_refused_and_the_timeout_stands() {
 #[tokio::test]
 async fn a_pause_just_before_the_deadline_holds_it_and_resume_sets_a_new_one() {
     let app = spawn_app_manual_clock().await;
-    let body = session_body("per_participant", 2, 5_000);
-    let id = body["session_id"].as_str().unwrap().to_owned();
-    app.create(&body).await;
-    app.command(&id, "start").await;
+    let id = app.started("per_participant", 2, 5_000).await;
     let mut updates = app.watch(&id).await;
 
     app.advance(4_990);

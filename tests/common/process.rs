@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader, Lines};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::redis::RedisServer;
+
 /// The binary with an empty environment, on loopback, port 0, JSON logs.
 pub fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_synckairos"));
@@ -82,4 +84,12 @@ impl Drop for Instance {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `n` instances on `redis`, each a separate OS process.
+pub fn instances(redis: &RedisServer, n: usize) -> Vec<Instance> {
+    let url = redis.url();
+    (0..n)
+        .map(|_| Instance::start(&[("REDIS_URL", url.as_str())]))
+        .collect()
 }
