@@ -28,19 +28,22 @@ const CONCURRENCY: usize = 64;
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let hold = args.first().is_some_and(|a| a == "hold");
-    let parsed = if hold {
-        (args.len() >= 3).then(|| Some((args[1].parse::<usize>().ok()?, 0, 3_600_000, &args[2..])))
-    } else {
-        (args.len() >= 4).then(|| {
+    let parsed = match (hold, args.as_slice()) {
+        (true, [_, n, bases @ ..]) if !bases.is_empty() => {
+            n.parse().ok().map(|n| (n, 0, 3_600_000, bases))
+        }
+        (false, [n, window, lead, bases @ ..]) if !bases.is_empty() => (|| {
             Some((
-                args[0].parse::<usize>().ok()?,
-                args[1].parse::<i64>().ok()?,
-                args[2].parse::<i64>().ok()?,
-                &args[3..],
+                n.parse().ok()?,
+                window.parse().ok()?,
+                lead.parse().ok()?,
+                bases,
             ))
-        })
+        })(),
+        _ => None,
     };
-    let Some((sessions, window_ms, lead_ms, bases)) = parsed.flatten() else {
+    let Some((sessions, window_ms, lead_ms, bases)): Option<(usize, i64, i64, &[String])> = parsed
+    else {
         eprintln!("usage: timeout_storm <sessions> <window-ms> <lead-ms> <http://instance>...");
         eprintln!("       timeout_storm hold <sessions> <http://instance>...");
         std::process::exit(2);
