@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -15,10 +15,21 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// What the binary does besides serving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Subcommand)]
+pub enum Task {
+    /// Apply the audit database migrations (`DATABASE_URL`) and exit.
+    Migrate,
+}
+
 /// Everything an operator can set. Names are fixed by DESIGN.md.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "synckairos", version, about = "Real-time timer/session server")]
 pub struct Config {
+    /// Omitted: serve.
+    #[command(subcommand)]
+    pub task: Option<Task>,
+
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
     pub host: IpAddr,
@@ -50,6 +61,30 @@ pub struct Config {
     /// PostgreSQL URL for the audit trail. Unset: audit off.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+
+    /// Apply the database migrations at start-up (under an advisory lock, so
+    /// instances starting together are safe). `false` when a release step
+    /// runs `synckairos migrate` instead.
+    #[arg(long, env = "MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+
+    /// Append audit events to the Redis outbox. Default: only when
+    /// `DATABASE_URL` is set (without a drain the outbox would only grow);
+    /// `true` keeps events for a drain elsewhere.
+    #[arg(long, env = "AUDIT_OUTBOX", action = clap::ArgAction::Set)]
+    pub audit_outbox: Option<bool>,
+
+    /// Audit events read by an instance and not written for this long are
+    /// taken over by another (the reader died or hangs).
+    #[arg(long, env = "AUDIT_CLAIM_IDLE_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub audit_claim_idle_ms: u64,
+
+    /// How long an audit database call waits for a connection before it
+    /// fails (the history endpoint then answers 503).
+    #[arg(long, env = "DATABASE_TIMEOUT_MS", default_value_t = 3_000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub database_timeout_ms: u64,
 
     /// Sessions are forgotten this long after their last write.
     #[arg(long, env = "SESSION_TTL_SECONDS", default_value_t = 3600,
@@ -110,6 +145,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether the write script appends audit events to the outbox.
+    pub fn outbox(&self) -> bool {
+        self.audit_outbox.unwrap_or(self.database_url.is_some())
+    }
+
     /// The defaults, as if started with no flags and an empty environment
     /// (tests start from this and override what they need).
     pub fn defaults() -> Self {

@@ -5,14 +5,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use synckairos::clock::Clock;
-use synckairos::config::Config;
-use synckairos::server::Server;
+use synckairos::config::{Config, Task};
+use synckairos::server::{Server, audit_db};
 use synckairos::telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init_tracing(config.log_format);
+    if config.task == Some(Task::Migrate) {
+        return migrate(&config).await;
+    }
     // Handlers first: a SIGTERM that arrives right after the start-up line
     // must shut down cleanly, not kill the process.
     let shutdown = match shutdown_signal() {
@@ -34,8 +37,15 @@ async fn main() -> ExitCode {
         addr = %server.local_addr(),
         "synckairos listening"
     );
-    if config.database_url.is_none() {
-        tracing::info!("DATABASE_URL unset: audit trail to PostgreSQL is off");
+    match (&config.database_url, config.outbox()) {
+        (Some(_), _) => tracing::info!(
+            migrate = config.migrate,
+            "audit trail: draining the outbox to PostgreSQL"
+        ),
+        (None, true) => tracing::info!(
+            "DATABASE_URL unset: audit trail kept in the outbox for a drain elsewhere"
+        ),
+        (None, false) => tracing::info!("DATABASE_URL unset: audit trail to PostgreSQL is off"),
     }
     match server.run(shutdown).await {
         Ok(()) => {
@@ -44,6 +54,31 @@ async fn main() -> ExitCode {
         }
         Err(e) => {
             tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `synckairos migrate`: applies the migrations and exits (a release step).
+async fn migrate(config: &Config) -> ExitCode {
+    let db = match audit_db(config) {
+        Ok(Some(db)) => db,
+        Ok(None) => {
+            eprintln!("synckairos: migrate needs DATABASE_URL");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("synckairos: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match db.migrate().await {
+        Ok(()) => {
+            tracing::info!("migrations applied");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("synckairos: {e}");
             ExitCode::FAILURE
         }
     }

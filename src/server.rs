@@ -10,6 +10,8 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::drain::{self, DrainOptions};
+use crate::audit::postgres::{AuditDb, DbError};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -32,6 +34,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Redis(#[from] ConnectError),
+    #[error(transparent)]
+    Database(#[from] DbError),
 }
 
 /// A bound, ready-to-run instance.
@@ -43,16 +47,19 @@ pub struct Server {
     /// How long in-flight requests may run on after the shutdown signal.
     grace: Duration,
     sweep_interval: Duration,
+    /// The audit drain's database and settings, when `DATABASE_URL` is set.
+    drain: Option<(AuditDb, DrainOptions)>,
 }
 
 impl Server {
     /// Binds the listener and builds the store and engine; nothing runs until [`Server::run`].
     pub async fn build(config: &Config, clock: Clock) -> Result<Self, StartupError> {
+        let audit = audit_db(config)?;
         let store: Arc<dyn Store> = match &config.redis_url {
             Some(url) => Arc::new(RedisStore::connect(redis_options(config, url)).await?),
             None => Arc::new(MemoryStore::new(clock.clone(), config.session_ttl_seconds)),
         };
-        let engine = Arc::new(Engine::new(store, clock));
+        let engine = Arc::new(Engine::new(store, clock.clone()));
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr)
             .await
@@ -72,7 +79,16 @@ impl Server {
                 Duration::from_millis(config.ws_ping_interval_ms),
             )),
             ws_tasks: TaskTracker::new(),
+            audit: audit.clone(),
         };
+        let drain = audit.map(|db| {
+            let options = DrainOptions {
+                consumer: format!("sk-{}", uuid::Uuid::new_v4().simple()),
+                claim_idle: Duration::from_millis(config.audit_claim_idle_ms),
+                migrate: config.migrate,
+            };
+            (db, options)
+        });
         let router = http::router(state.clone(), config);
         Ok(Self {
             listener,
@@ -81,6 +97,7 @@ impl Server {
             router,
             grace: Duration::from_secs(config.shutdown_grace_seconds),
             sweep_interval: Duration::from_secs(config.sweep_interval_seconds),
+            drain,
         })
     }
 
@@ -117,6 +134,18 @@ impl Server {
             background.clone(),
         ));
         tokio::spawn(crate::telemetry::upkeep(background.clone()));
+        // Cancelled with the other background tasks once the HTTP side has
+        // stopped: a batch being committed finishes, one not yet committed
+        // stays pending in the outbox and is claimed by another instance.
+        let drain = self.drain.map(|(db, options)| {
+            tokio::spawn(drain::run(
+                self.engine.store().clone(),
+                db,
+                self.engine.clock().clone(),
+                options,
+                background.clone(),
+            ))
+        });
 
         // On the signal: stop accepting, close every WebSocket with 1001, let
         // in-flight requests finish. A client that holds its connection open
@@ -158,6 +187,9 @@ impl Server {
         }
         background.cancel();
         let _ = timeouts.await;
+        if let Some(drain) = drain {
+            let _ = drain.await;
+        }
         served
     }
 }
@@ -171,8 +203,16 @@ fn redis_options(config: &Config, url: &str) -> RedisOptions {
         ttl_seconds: config.session_ttl_seconds,
         timeout: Duration::from_millis(config.redis_timeout_ms),
         pool_size: usize::try_from(config.redis_pool_size).unwrap_or(4),
-        // The audit drain arrives with the PostgreSQL issue; until then an
-        // outbox nobody drains would only grow.
-        outbox: false,
+        outbox: config.outbox(),
     }
+}
+
+/// The audit database, if configured; the pool connects lazily, so only a
+/// malformed URL stops the start-up (an unreachable database does not).
+pub fn audit_db(config: &Config) -> Result<Option<AuditDb>, DbError> {
+    config
+        .database_url
+        .as_deref()
+        .map(|url| AuditDb::connect_lazy(url, Duration::from_millis(config.database_timeout_ms)))
+        .transpose()
 }

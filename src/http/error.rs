@@ -31,6 +31,10 @@ pub enum ApiError {
     RequestTimeout,
     /// 503: the state store cannot be reached.
     Unavailable,
+    /// 503: the audit database cannot be reached (the cause is logged).
+    AuditUnavailable(String),
+    /// 503: this deployment keeps no audit trail (`DATABASE_URL` unset).
+    AuditDisabled,
     /// 500: anything else; the cause is logged, not returned.
     Internal(String),
     /// 404 for a path no route matches.
@@ -100,6 +104,18 @@ impl ApiError {
                 "State store unavailable; retry shortly".into(),
                 None,
             ),
+            AuditUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                "Audit database unavailable; retry shortly".into(),
+                None,
+            ),
+            AuditDisabled => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "AUDIT_DISABLED",
+                "This deployment keeps no audit trail".into(),
+                None,
+            ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL_ERROR",
@@ -133,8 +149,12 @@ struct ErrorBody {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!(%cause, "internal error");
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
+            ApiError::AuditUnavailable(cause) => {
+                tracing::warn!(%cause, "audit database unavailable")
+            }
+            _ => {}
         }
         let (status, code, message, details) = self.parts();
         let body = Envelope {

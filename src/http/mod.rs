@@ -1,7 +1,9 @@
-//! The HTTP layer: axum routes over the engine. It never talks to a backend
-//! directly; everything goes through [`Engine`].
+//! The HTTP layer: axum routes over the engine. It never talks to the state
+//! store directly; everything goes through [`Engine`] (the history endpoint
+//! reads the audit database).
 //!
 //! - [`sessions`]: the `/v1/sessions` resource.
+//! - [`events`]: a session's audit history, from PostgreSQL.
 //! - [`health`]: `/health`, `/ready`, `/v1/time`, `/metrics`.
 //! - [`docs`]: the OpenAPI document.
 //! - [`extract`]: extractors that turn framework rejections into the envelope.
@@ -12,6 +14,7 @@
 
 pub mod docs;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod sessions;
@@ -33,6 +36,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any as AnyOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::audit::postgres::AuditDb;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::fanout::Hub;
@@ -47,6 +51,8 @@ pub struct AppState {
     pub ws: Arc<ws::WsLimits>,
     /// Every socket task, so shutdown can wait for their close frames.
     pub ws_tasks: TaskTracker,
+    /// The audit trail's database, for the history endpoint (read-only).
+    pub audit: Option<AuditDb>,
 }
 
 /// A router that records the `(method, path)` of every route it is given.
@@ -82,6 +88,7 @@ fn route_table() -> RouteTable {
         .add(Method::POST, "/v1/sessions", sessions::create)
         .add(Method::GET, "/v1/sessions/{id}", sessions::get)
         .add(Method::DELETE, "/v1/sessions/{id}", sessions::delete)
+        .add(Method::GET, "/v1/sessions/{id}/events", events::list)
         .add(Method::POST, "/v1/sessions/{id}/start", sessions::start)
         .add(Method::POST, "/v1/sessions/{id}/switch", sessions::switch)
         .add(Method::POST, "/v1/sessions/{id}/pause", sessions::pause)

@@ -12,15 +12,19 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{Notify, broadcast};
 
-use super::{FeedEvent, Store, StoreError, Write, expiry_after, index_needs_repair};
+use super::{
+    FeedEvent, OutboxEntry, OutboxStats, Receipt, Store, StoreError, Write, expiry_after,
+    index_needs_repair,
+};
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
 use crate::domain::{Session, SessionId, Timestamp};
 
-/// How many audit events the embedded outbox keeps, and how many bytes of
-/// snapshots (oldest dropped first): without PostgreSQL the embedded backend
-/// has nowhere durable to put them, and one 1000-participant session
-/// snapshots ~100 KB per write.
+/// How many unacknowledged audit events the embedded outbox keeps, and how
+/// many bytes of snapshots (oldest dropped first, counted in
+/// `synckairos_audit_dropped_total`): the embedded backend lives in one
+/// process's memory, so it bounds what it holds for a drain that is behind
+/// or absent; one 1000-participant session snapshots ~100 KB per write.
 const OUTBOX_CAPACITY: usize = 10_000;
 const OUTBOX_BYTES: usize = 16 * 1024 * 1024;
 /// Longest the embedded scheduler sleeps without re-reading the clock.
@@ -48,8 +52,17 @@ struct Inner {
     /// (TTL end, id), so expired sessions are purged even if never read again.
     expiry: BTreeSet<(i64, SessionId)>,
     subscribed: HashSet<SessionId>,
-    outbox: VecDeque<AuditEvent>,
+    outbox: VecDeque<Queued>,
     outbox_bytes: usize,
+    /// Sequence number of the next appended event (its receipt id).
+    next_seq: u64,
+}
+
+/// An outbox event, with when a consumer was last given it.
+struct Queued {
+    seq: u64,
+    event: AuditEvent,
+    delivered_at: Option<i64>,
 }
 
 struct Entry {
@@ -70,10 +83,32 @@ impl MemoryStore {
         }
     }
 
-    /// The audit events written so far (most recent last), for tests and for
+    /// The unacknowledged audit events (most recent last), for tests and for
     /// inspection of an embedded server.
     pub fn outbox(&self) -> Vec<AuditEvent> {
-        self.lock().outbox.iter().cloned().collect()
+        self.lock().outbox.iter().map(|q| q.event.clone()).collect()
+    }
+
+    /// Hands out the events `pick` selects, marking them delivered now.
+    fn deliver(&self, limit: usize, pick: impl Fn(&Queued) -> bool) -> Vec<OutboxEntry> {
+        let now = self.clock.now().ms();
+        let mut inner = self.lock();
+        inner
+            .outbox
+            .iter_mut()
+            .filter(|q| pick(q))
+            .take(limit)
+            .map(|q| {
+                q.delivered_at = Some(now);
+                OutboxEntry {
+                    receipt: Receipt {
+                        bucket: 0,
+                        id: q.seq.to_string(),
+                    },
+                    event: Ok(q.event.clone()),
+                }
+            })
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -155,13 +190,19 @@ impl Inner {
     fn append(&mut self, events: &[AuditEvent]) {
         for e in events {
             self.outbox_bytes += snapshot_bytes(e);
-            self.outbox.push_back(e.clone());
+            self.outbox.push_back(Queued {
+                seq: self.next_seq,
+                event: e.clone(),
+                delivered_at: None,
+            });
+            self.next_seq += 1;
         }
         while self.outbox.len() > OUTBOX_CAPACITY || self.outbox_bytes > OUTBOX_BYTES {
             let Some(old) = self.outbox.pop_front() else {
                 break;
             };
-            self.outbox_bytes -= snapshot_bytes(&old);
+            self.outbox_bytes -= snapshot_bytes(&old.event);
+            metrics::counter!("synckairos_audit_dropped_total").increment(1);
         }
     }
 }
@@ -324,6 +365,60 @@ impl Store for MemoryStore {
             }
             None => changed.await,
         }
+    }
+
+    async fn outbox_read(
+        &self,
+        _consumer: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self.deliver(limit, |q| q.delivered_at.is_none()))
+    }
+
+    async fn outbox_reclaim(
+        &self,
+        _consumer: &str,
+        min_idle_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let idle_since = self
+            .clock
+            .now()
+            .ms()
+            .saturating_sub(i64::try_from(min_idle_ms).unwrap_or(i64::MAX));
+        Ok(self.deliver(limit, |q| q.delivered_at.is_some_and(|at| at <= idle_since)))
+    }
+
+    async fn outbox_ack(&self, receipts: &[Receipt]) -> Result<(), StoreError> {
+        let acked: HashSet<u64> = receipts.iter().filter_map(|r| r.id.parse().ok()).collect();
+        let mut inner = self.lock();
+        let mut freed = 0;
+        inner.outbox.retain(|q| {
+            let keep = !acked.contains(&q.seq);
+            if !keep {
+                freed += snapshot_bytes(&q.event);
+            }
+            keep
+        });
+        inner.outbox_bytes -= freed;
+        Ok(())
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let inner = self.lock();
+        Ok(OutboxStats {
+            backlog: inner.outbox.len() as u64,
+            pending: inner
+                .outbox
+                .iter()
+                .filter(|q| q.delivered_at.is_some())
+                .count() as u64,
+            // UUIDv7 ids carry the instant they were made, just before the write.
+            oldest: inner.outbox.front().and_then(|q| {
+                let (secs, nanos) = q.event.id.get_timestamp()?.to_unix();
+                Some(Timestamp(secs as i64 * 1000 + i64::from(nanos / 1_000_000)))
+            }),
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -120,6 +120,36 @@ pub enum FeedEvent {
     Resubscribed,
 }
 
+/// Where an outbox entry sits (its bucket's stream and entry id), so the
+/// drain can acknowledge exactly what it committed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    pub bucket: u16,
+    pub id: String,
+}
+
+/// An audit event read from the outbox and not yet acknowledged. `event` is
+/// an error for an entry that does not decode (never one of our writes).
+#[derive(Clone, Debug)]
+pub struct OutboxEntry {
+    pub receipt: Receipt,
+    pub event: Result<AuditEvent, String>,
+}
+
+/// How far behind the audit drain is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Events written and not yet acknowledged (read or not).
+    pub backlog: u64,
+    /// Of those, the ones a drain has read and not yet acknowledged.
+    pub pending: u64,
+    /// When the oldest unacknowledged event was appended.
+    pub oldest: Option<Timestamp>,
+}
+
+/// The consumer group every instance's drain reads the outbox with.
+pub const OUTBOX_GROUP: &str = "audit";
+
 /// The state store. Implementations are cheap to share (`Arc<dyn Store>`).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -186,6 +216,30 @@ pub trait Store: Send + Sync + 'static {
     /// deadline it knows of (Redis: learnt from polls and hints, with a
     /// fallback poll; see `redis::wakeups`).
     async fn wait_for_due(&self, clock: &Clock);
+
+    /// Reads up to `limit` outbox events no consumer has been given yet,
+    /// oldest first per bucket; they stay pending (owned by `consumer`)
+    /// until [`Store::outbox_ack`].
+    async fn outbox_read(
+        &self,
+        consumer: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Takes over up to `limit` pending events that their consumer has held
+    /// for at least `min_idle_ms` (it died, or is stuck), for `consumer`.
+    async fn outbox_reclaim(
+        &self,
+        consumer: &str,
+        min_idle_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Acknowledges and removes committed events.
+    async fn outbox_ack(&self, receipts: &[Receipt]) -> Result<(), StoreError>;
+
+    /// The outbox's size and age, for metrics.
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
 
     /// Whether the backend answers; `/ready` reports this.
     async fn ping(&self) -> Result<(), StoreError>;

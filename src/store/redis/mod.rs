@@ -21,6 +21,7 @@ use bytes::Bytes;
 use fred::clients::{Client, Pool, SubscriberClient};
 use fred::interfaces::{
     ClientLike, HashesInterface, KeysInterface, LuaInterface, PubsubInterface, SortedSetsInterface,
+    StreamsInterface,
 };
 use fred::prelude::{Builder, Config as FredConfig, ReconnectPolicy};
 use fred::types::Value;
@@ -32,7 +33,10 @@ use futures_util::future::join_all;
 use thiserror::Error;
 use tokio::sync::broadcast;
 
-use super::{FeedEvent, Store, StoreError, Write, expiry_after, index_needs_repair};
+use super::{
+    FeedEvent, OUTBOX_GROUP, OutboxEntry, OutboxStats, Receipt, Store, StoreError, Write,
+    expiry_after, index_needs_repair,
+};
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
 use crate::domain::{Session, SessionId, Timestamp};
@@ -82,6 +86,7 @@ struct Scripts {
     delete: Script,
     claim: Script,
     reindex: Script,
+    ack: Script,
 }
 
 impl Scripts {
@@ -91,11 +96,18 @@ impl Scripts {
             delete: Script::from_lua(include_str!("delete.lua")),
             claim: Script::from_lua(include_str!("claim.lua")),
             reindex: Script::from_lua(include_str!("reindex.lua")),
+            ack: Script::from_lua(include_str!("ack.lua")),
         }
     }
 
-    fn all(&self) -> [&Script; 4] {
-        [&self.write, &self.delete, &self.claim, &self.reindex]
+    fn all(&self) -> [&Script; 5] {
+        [
+            &self.write,
+            &self.delete,
+            &self.claim,
+            &self.reindex,
+            &self.ack,
+        ]
     }
 }
 
@@ -168,6 +180,13 @@ impl RedisStore {
         }
 
         check_buckets(&pool, options.buckets).await?;
+        if options.outbox {
+            for b in 0..options.buckets {
+                create_group(pool.next(), b)
+                    .await
+                    .map_err(|e| ConnectError::Connect(format!("creating the audit group: {e}")))?;
+            }
+        }
         let scripts = Scripts::new();
         for script in scripts.all() {
             script
@@ -452,6 +471,135 @@ impl Store for RedisStore {
         self.wakeups.wait(clock).await;
     }
 
+    async fn outbox_read(
+        &self,
+        consumer: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        // Per bucket (each stream is its own slot), pipelined on one connection.
+        let count = self.per_bucket(limit);
+        let client = self.pool.next();
+        let reads = (0..self.options.buckets).map(|b| async move {
+            let reply = client
+                .xreadgroup::<Value, _, _, _, _>(
+                    OUTBOX_GROUP,
+                    consumer,
+                    Some(count),
+                    None,
+                    false,
+                    keys::audit(b),
+                    ">",
+                )
+                .await;
+            (b, reply)
+        });
+        let mut entries = Vec::new();
+        for (b, reply) in join_all(reads).await {
+            match reply {
+                // XREADGROUP answers [[stream, entries]] (or nil: nothing new).
+                Ok(reply) => {
+                    for stream in values(reply) {
+                        if let Some(list) = values(stream).into_iter().nth(1) {
+                            entries.extend(stream_entries(b, list));
+                        }
+                    }
+                }
+                Err(e) => self.on_outbox_error(client, b, e).await?,
+            }
+        }
+        Ok(entries)
+    }
+
+    async fn outbox_reclaim(
+        &self,
+        consumer: &str,
+        min_idle_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let count = self.per_bucket(limit);
+        let client = self.pool.next();
+        let claims = (0..self.options.buckets).map(|b| async move {
+            let reply = client
+                .xautoclaim::<Value, _, _, _, _>(
+                    keys::audit(b),
+                    OUTBOX_GROUP,
+                    consumer,
+                    min_idle_ms,
+                    "0-0",
+                    Some(count),
+                    false,
+                )
+                .await;
+            (b, reply)
+        });
+        let mut entries = Vec::new();
+        for (b, reply) in join_all(claims).await {
+            match reply {
+                // XAUTOCLAIM answers [next cursor, entries, deleted ids].
+                Ok(reply) => {
+                    if let Some(list) = values(reply).into_iter().nth(1) {
+                        entries.extend(stream_entries(b, list));
+                    }
+                }
+                Err(e) => self.on_outbox_error(client, b, e).await?,
+            }
+        }
+        Ok(entries)
+    }
+
+    async fn outbox_ack(&self, receipts: &[Receipt]) -> Result<(), StoreError> {
+        let mut by_bucket: std::collections::BTreeMap<u16, Vec<Value>> = Default::default();
+        for r in receipts {
+            by_bucket
+                .entry(r.bucket)
+                .or_insert_with(|| vec![OUTBOX_GROUP.into()])
+                .push(r.id.as_str().into());
+        }
+        let client = self.pool.next();
+        let acks = by_bucket.into_iter().map(|(b, args)| {
+            self.scripts
+                .ack
+                .evalsha_with_reload::<i64, _, _>(client, vec![keys::audit(b)], args)
+        });
+        for acked in join_all(acks).await {
+            acked.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let client = self.pool.next();
+        let reads = (0..self.options.buckets).map(|b| async move {
+            let key = keys::audit(b);
+            let (len, pending, first) = tokio::join!(
+                client.xlen::<u64, _>(&key),
+                client.xpending::<Value, _, _, _>(&key, OUTBOX_GROUP, ()),
+                client.xrange::<Value, _, _, _>(&key, "-", "+", Some(1)),
+            );
+            (len, pending, first)
+        });
+        let mut stats = OutboxStats::default();
+        for (len, pending, first) in join_all(reads).await {
+            stats.backlog += len.map_err(unavailable)?;
+            // XPENDING answers [count, first id, last id, consumers]; an
+            // error means the group is not there yet: nothing pending.
+            if let Ok(summary) = pending {
+                let count = values(summary).into_iter().next();
+                stats.pending += count.and_then(|c| c.as_u64()).unwrap_or(0);
+            }
+            // Entry ids are "<append time in ms>-<seq>".
+            let first_ms = values(first.map_err(unavailable)?)
+                .into_iter()
+                .next()
+                .and_then(|entry| values(entry).into_iter().next()?.as_string())
+                .and_then(|id| id.split('-').next()?.parse::<i64>().ok());
+            if let Some(ms) = first_ms {
+                stats.oldest = Some(stats.oldest.map_or(Timestamp(ms), |o| o.min(Timestamp(ms))));
+            }
+        }
+        Ok(stats)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let _: String = self.pool.next().ping(None).await.map_err(unavailable)?;
         let silent = pubsub::wall_ms() - self.probe_heard.load(Ordering::Relaxed);
@@ -465,6 +613,27 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
+    /// How many outbox entries to ask each bucket for, out of `limit`.
+    fn per_bucket(&self, limit: usize) -> u64 {
+        limit.div_ceil(usize::from(self.options.buckets)).max(8) as u64
+    }
+
+    /// A failed outbox read of bucket `b`: a missing group (Redis restarted
+    /// empty, or the stream was deleted) is created for the next read; other
+    /// errors mean Redis is unavailable.
+    async fn on_outbox_error(
+        &self,
+        client: &Client,
+        b: u16,
+        e: fred::error::Error,
+    ) -> Result<(), StoreError> {
+        if e.details().starts_with("NOGROUP") {
+            create_group(client, b).await.map_err(unavailable)
+        } else {
+            Err(unavailable(e))
+        }
+    }
+
     /// Runs `reindex.lua`: sets (or removes) `id`'s index entry if the
     /// session is still at `version`; with `lease = Some((now, lease_ms))` it
     /// leaves an entry alone that a lease in progress pushed forward. Returns
@@ -571,6 +740,52 @@ impl RedisStore {
         }
         Ok(repairs)
     }
+}
+
+/// Creates the drain's consumer group on a bucket's outbox stream (and the
+/// stream), from its first entry; one that exists already is left alone.
+async fn create_group(client: &Client, b: u16) -> Result<(), fred::error::Error> {
+    match client
+        .xgroup_create::<Value, _, _, _>(keys::audit(b), OUTBOX_GROUP, "0", true)
+        .await
+    {
+        Err(e) if !e.details().starts_with("BUSYGROUP") => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The elements of an array reply (nothing for nil, one for a scalar).
+fn values(value: Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) => items,
+        Value::Null => Vec::new(),
+        other => vec![other],
+    }
+}
+
+/// Stream entries `[[id, [field, value, …]], …]` of bucket `b` as outbox
+/// entries; the event is the `e` field.
+fn stream_entries(b: u16, list: Value) -> Vec<OutboxEntry> {
+    values(list)
+        .into_iter()
+        .filter_map(|entry| {
+            let mut parts = values(entry).into_iter();
+            let id = parts.next()?.as_string()?;
+            let fields = values(parts.next()?);
+            let json = fields
+                .chunks(2)
+                .find(|kv| kv[0].as_str().as_deref() == Some("e"))
+                .and_then(|kv| kv.get(1)?.as_string());
+            let event = match json {
+                Some(json) => serde_json::from_str(&json).map_err(|e| e.to_string()),
+                None => Err("no `e` field".to_owned()),
+            };
+            Some(OutboxEntry {
+                receipt: Receipt { bucket: b, id },
+                event,
+            })
+        })
+        .collect()
 }
 
 /// A sorted-set score (epoch ms) as Redis formats it.

@@ -1,6 +1,12 @@
-//! Audit records: domain events stamped by the engine with an id, the version
-//! written and a snapshot, ready for the outbox. The PostgreSQL drain comes
-//! with the audit issue; until then the outbox lives in the store.
+//! The audit trail. The engine stamps every domain event with an id, the
+//! version written and a snapshot ([`AuditEvent`]); the store appends them to
+//! its outbox atomically with the state change; [`drain`] moves them to
+//! PostgreSQL ([`postgres`]) asynchronously, so the hot path never waits on
+//! the database and an event is never lost: it leaves the outbox only after
+//! the transaction that stored it has committed.
+
+pub mod drain;
+pub mod postgres;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

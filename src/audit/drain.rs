@@ -1,0 +1,283 @@
+//! The drain: moves audit events from the store's outbox to PostgreSQL, off
+//! the hot path, on every instance.
+//!
+//! ```text
+//! outbox (XREADGROUP, XAUTOCLAIM) ─> bounded channel ─> batch writer ─> INSERT … ON CONFLICT DO NOTHING
+//!                                                                      └─> XACK + XDEL after COMMIT
+//! ```
+//!
+//! Nothing is acknowledged before its transaction commits, so an instance
+//! that dies mid-batch leaves its events pending; after `AUDIT_CLAIM_IDLE_MS`
+//! another instance claims and writes them, and the fixed event ids make the
+//! second insert of anything already written a no-op. While PostgreSQL is
+//! down the writer retries its batch with backoff, the channel fills and
+//! reading stops: the backlog waits in Redis, not in memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::postgres::AuditDb;
+use crate::clock::Clock;
+use crate::store::{OutboxEntry, Receipt, Store};
+
+/// Most events per INSERT, and longest a batch waits to fill.
+const BATCH_MAX: usize = 500;
+const BATCH_WAIT: Duration = Duration::from_millis(50);
+/// Events read but not yet written that one instance holds at most.
+const CHANNEL_CAPACITY: usize = 2 * BATCH_MAX;
+/// Polling an empty outbox backs off from the first to the second.
+const IDLE_POLL: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(200));
+/// Retrying a failed commit or read backs off from the first to the second.
+const RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
+/// How often the outbox gauges are refreshed.
+const STATS_EVERY: Duration = Duration::from_secs(2);
+
+/// How one instance drains.
+#[derive(Clone, Debug)]
+pub struct DrainOptions {
+    /// This instance's name in the consumer group (unique per process).
+    pub consumer: String,
+    /// Pending events idle this long belong to a dead (or stuck) consumer
+    /// and are claimed.
+    pub claim_idle: Duration,
+    /// Apply the migrations before draining.
+    pub migrate: bool,
+}
+
+/// Runs the drain until `shutdown`: migrations (retried until they apply),
+/// then the reader, the batch writer and the gauges.
+pub async fn run(
+    store: Arc<dyn Store>,
+    db: AuditDb,
+    clock: Clock,
+    options: DrainOptions,
+    shutdown: CancellationToken,
+) {
+    if options.migrate && !migrate(&db, &shutdown).await {
+        return;
+    }
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let reader = tokio::spawn(read(store.clone(), options.clone(), tx, shutdown.clone()));
+    tokio::spawn(gauges(store.clone(), clock, shutdown.clone()));
+    write(store, db, rx, shutdown).await;
+    let _ = reader.await;
+}
+
+/// Applies the migrations, retrying while PostgreSQL is unreachable.
+/// Returns false if shut down first.
+async fn migrate(db: &AuditDb, shutdown: &CancellationToken) -> bool {
+    let mut backoff = Backoff::new();
+    loop {
+        match db.migrate().await {
+            Ok(()) => {
+                tracing::info!("audit database migrated");
+                return true;
+            }
+            Err(e) => tracing::warn!(error = %e, "audit migrations not applied yet; retrying"),
+        }
+        if !backoff.wait(shutdown).await {
+            return false;
+        }
+    }
+}
+
+/// Feeds the channel: new events, and every so often the events of
+/// consumers idle for longer than `claim_idle`.
+async fn read(
+    store: Arc<dyn Store>,
+    options: DrainOptions,
+    tx: mpsc::Sender<OutboxEntry>,
+    shutdown: CancellationToken,
+) {
+    let claim_every = (options.claim_idle / 3).clamp(Duration::from_millis(50), STATS_EVERY * 5);
+    let claim_idle_ms = u64::try_from(options.claim_idle.as_millis()).unwrap_or(u64::MAX);
+    // Claim once at start-up: a restarted instance picks up its dead predecessor's events.
+    let mut last_claim: Option<Instant> = None;
+    let mut idle = IDLE_POLL.0;
+    let mut backoff = Backoff::new();
+    while !shutdown.is_cancelled() {
+        let mut entries = Vec::new();
+        let claim = last_claim.is_none_or(|at| at.elapsed() >= claim_every);
+        let polled = async {
+            if claim {
+                last_claim = Some(Instant::now());
+                entries = store
+                    .outbox_reclaim(&options.consumer, claim_idle_ms, BATCH_MAX)
+                    .await?;
+                if !entries.is_empty() {
+                    tracing::info!(
+                        events = entries.len(),
+                        "claimed pending audit events of an idle consumer"
+                    );
+                }
+            }
+            entries.extend(store.outbox_read(&options.consumer, BATCH_MAX).await?);
+            Ok::<_, crate::store::StoreError>(())
+        };
+        if let Err(e) = polled.await {
+            metrics::counter!("synckairos_audit_failures_total", "stage" => "read").increment(1);
+            tracing::warn!(error = %e, "reading the audit outbox failed; retrying");
+            if !backoff.wait(&shutdown).await {
+                return;
+            }
+            continue;
+        }
+        backoff.reset();
+        if entries.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(idle) => {}
+            }
+            idle = (idle * 2).min(IDLE_POLL.1);
+            continue;
+        }
+        idle = IDLE_POLL.0;
+        for entry in entries {
+            tokio::select! {
+                sent = tx.send(entry) => if sent.is_err() { return },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Commits batches of up to [`BATCH_MAX`] events (or what arrived within
+/// [`BATCH_WAIT`] of the first), then acknowledges them.
+async fn write(
+    store: Arc<dyn Store>,
+    db: AuditDb,
+    mut rx: mpsc::Receiver<OutboxEntry>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            entry = rx.recv() => match entry {
+                Some(entry) => entry,
+                None => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let mut batch = vec![first];
+        let deadline = Instant::now() + BATCH_WAIT;
+        while batch.len() < BATCH_MAX {
+            tokio::select! {
+                entry = rx.recv() => match entry {
+                    Some(entry) => batch.push(entry),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        if !commit(&store, &db, batch, &shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Writes one batch until it commits, then acknowledges it. Returns false
+/// if shut down before the batch committed (it stays pending, to be
+/// claimed).
+async fn commit(
+    store: &Arc<dyn Store>,
+    db: &AuditDb,
+    batch: Vec<OutboxEntry>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut receipts: Vec<Receipt> = Vec::with_capacity(batch.len());
+    let mut events = Vec::with_capacity(batch.len());
+    let mut seen = std::collections::HashSet::with_capacity(batch.len());
+    for entry in batch {
+        match entry.event {
+            // The same event twice in one batch (claimed while queued) is written once.
+            Ok(event) if seen.insert(event.id) => events.push(event),
+            Ok(_) => {}
+            Err(e) => {
+                // Not something our scripts wrote: keeping it would block nothing
+                // but would sit in the outbox forever.
+                metrics::counter!("synckairos_audit_invalid_total").increment(1);
+                tracing::error!(entry = %entry.receipt.id, error = %e, "undecodable audit outbox entry dropped");
+            }
+        }
+        receipts.push(entry.receipt);
+    }
+    let mut backoff = Backoff::new();
+    loop {
+        match db.insert(&events).await {
+            Ok(inserted) => {
+                metrics::counter!("synckairos_audit_events_written_total").increment(inserted);
+                metrics::counter!("synckairos_audit_duplicates_total")
+                    .increment(events.len() as u64 - inserted);
+                metrics::histogram!("synckairos_audit_batch_size").record(events.len() as f64);
+                break;
+            }
+            Err(e) => {
+                metrics::counter!("synckairos_audit_failures_total", "stage" => "insert")
+                    .increment(1);
+                tracing::warn!(error = %e, events = events.len(), "audit batch not committed; retrying");
+                if !backoff.wait(shutdown).await {
+                    return false;
+                }
+            }
+        }
+    }
+    // Committed. An acknowledgement that fails leaves the events pending:
+    // they are claimed and inserted again, which changes nothing.
+    if let Err(e) = store.outbox_ack(&receipts).await {
+        metrics::counter!("synckairos_audit_failures_total", "stage" => "ack").increment(1);
+        tracing::warn!(error = %e, "acknowledging committed audit events failed; they will be re-read");
+    }
+    true
+}
+
+/// Refreshes the outbox gauges: its size, what is being written, and how
+/// old the oldest unwritten event is.
+async fn gauges(store: Arc<dyn Store>, clock: Clock, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(STATS_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok(stats) = store.outbox_stats().await else {
+            continue; // the store is down; /ready says so
+        };
+        metrics::gauge!("synckairos_audit_outbox_backlog").set(stats.backlog as f64);
+        metrics::gauge!("synckairos_audit_outbox_pending").set(stats.pending as f64);
+        let lag_ms = stats
+            .oldest
+            .map_or(0, |at| (clock.now().ms() - at.ms()).max(0));
+        metrics::gauge!("synckairos_audit_lag_seconds").set(lag_ms as f64 / 1000.0);
+    }
+}
+
+/// Exponential backoff with jitter between [`RETRY`]'s bounds.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self { next: RETRY.0 }
+    }
+
+    fn reset(&mut self) {
+        self.next = RETRY.0;
+    }
+
+    /// Sleeps for the next delay (half of it to all of it, at random, so
+    /// instances that failed together do not retry together); false if shut
+    /// down meanwhile.
+    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let random = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+        let delay = self.next / 2 + self.next / 2 * random / 1000;
+        self.next = (self.next * 2).min(RETRY.1);
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+}
