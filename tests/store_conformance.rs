@@ -12,7 +12,7 @@ use synckairos::clock::Clock;
 use synckairos::domain::{Command, NewSession, Session, SessionId, Timestamp, deadline, decide};
 use synckairos::store::memory::MemoryStore;
 use synckairos::store::redis::{RedisOptions, RedisStore};
-use synckairos::store::{FeedEvent, StateJson, Store, StoreError, Write};
+use synckairos::store::{FeedEvent, OutboxStats, StateJson, Store, StoreError, Write};
 
 use common::redis::RedisServer;
 use common::{T0, session_body};
@@ -113,6 +113,84 @@ pub async fn delete_is_versioned_and_removes_everything(store: Arc<dyn Store>) {
         store.delete(s1.session_id, 2, &event, &m).await,
         Err(StoreError::Conflict { actual: None })
     );
+}
+
+/// The audit events of a create and a start, stamped as the engine does.
+fn audited_writes() -> (Session, Session, Vec<AuditEvent>, Vec<AuditEvent>) {
+    let t = NewSession::parse(&session_body("per_participant", 2, 10_000))
+        .unwrap()
+        .into_created(T0);
+    let created: Vec<AuditEvent> = t
+        .events
+        .iter()
+        .map(|e| AuditEvent::stamp(e, &t.session, Some(StateJson::of(&t.session))))
+        .collect();
+    let started = decide(&t.session, &Command::Start, T0).write.unwrap();
+    let start: Vec<AuditEvent> = started
+        .events
+        .iter()
+        .map(|e| AuditEvent::stamp(e, &started.session, Some(StateJson::of(&started.session))))
+        .collect();
+    (t.session, started.session, created, start)
+}
+
+pub async fn outbox_events_stay_until_acknowledged(store: Arc<dyn Store>) {
+    let (s1, s2, created, start) = audited_writes();
+    let m = msg("x");
+    store
+        .create(Write {
+            events: &created,
+            ..write(&s1, 0, &m)
+        })
+        .await
+        .unwrap();
+    store
+        .compare_and_set(Write {
+            events: &start,
+            ..write(&s2, 1, &m)
+        })
+        .await
+        .unwrap();
+    let all: Vec<AuditEvent> = created.iter().chain(&start).cloned().collect();
+    let stats = store.outbox_stats().await.unwrap();
+    assert_eq!((stats.backlog, stats.pending), (all.len() as u64, 0));
+    assert!(stats.oldest.is_some());
+
+    // One consumer reads them, in write order; nothing is left for another.
+    let read = store.outbox_read("a", 100).await.unwrap();
+    let events: Vec<AuditEvent> = read.iter().map(|e| e.event.clone().unwrap()).collect();
+    assert_eq!(events, all);
+    assert!(store.outbox_read("b", 100).await.unwrap().is_empty());
+    assert_eq!(
+        store.outbox_stats().await.unwrap().pending,
+        all.len() as u64
+    );
+
+    // Unacknowledged, they can be claimed once idle long enough.
+    assert!(
+        store
+            .outbox_reclaim("b", 3_600_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claimed = store.outbox_reclaim("b", 0, 100).await.unwrap();
+    let mut claimed: Vec<_> = claimed.into_iter().map(|e| e.receipt).collect();
+    let mut receipts: Vec<_> = read.iter().map(|e| e.receipt.clone()).collect();
+    claimed.sort_by(|a, b| a.id.cmp(&b.id));
+    receipts.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(claimed, receipts);
+
+    // Acknowledged, they are gone for good.
+    store.outbox_ack(&receipts[..1]).await.unwrap();
+    assert_eq!(
+        store.outbox_stats().await.unwrap().backlog,
+        all.len() as u64 - 1
+    );
+    store.outbox_ack(&receipts).await.unwrap();
+    assert_eq!(store.outbox_stats().await.unwrap(), OutboxStats::default());
+    assert!(store.outbox_reclaim("b", 0, 100).await.unwrap().is_empty());
+    assert!(store.outbox_read("a", 100).await.unwrap().is_empty());
 }
 
 pub async fn due_entries_are_leased_to_one_claimer(store: Arc<dyn Store>) {
@@ -283,6 +361,7 @@ macro_rules! conformance {
                 create_is_exclusive_and_get_round_trips,
                 compare_and_set_checks_the_version,
                 delete_is_versioned_and_removes_everything,
+                outbox_events_stay_until_acknowledged,
                 due_entries_are_leased_to_one_claimer,
                 claims_respect_the_limit,
                 reindex_only_touches_the_version_it_read,
@@ -382,29 +461,6 @@ async fn memory_ttl_counts_from_the_last_client_write_or_the_deadline() {
     store.compare_and_set(w).await.unwrap();
     time.advance(1_000);
     assert_eq!(store.get(long.session_id).await.unwrap(), None);
-}
-
-#[tokio::test]
-async fn memory_outbox_keeps_the_events_of_each_write() {
-    let store = MemoryStore::new(Clock::manual(T0).0, 3600);
-    let t = NewSession::parse(&session_body("per_participant", 2, 10_000))
-        .unwrap()
-        .into_created(T0);
-    let snapshot = StateJson::of(&t.session);
-    let events: Vec<AuditEvent> = t
-        .events
-        .iter()
-        .map(|e| AuditEvent::stamp(e, &t.session, Some(snapshot.clone())))
-        .collect();
-    let m = msg("x");
-    store
-        .create(Write {
-            events: &events,
-            ..write(&t.session, 0, &m)
-        })
-        .await
-        .unwrap();
-    assert_eq!(store.outbox(), events);
 }
 
 #[tokio::test]

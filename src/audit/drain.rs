@@ -14,6 +14,7 @@
 //! reading stops: the backlog waits in Redis, not in memory.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -61,9 +62,16 @@ pub async fn run(
         return;
     }
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let reader = tokio::spawn(read(store.clone(), options.clone(), tx, shutdown.clone()));
+    let stalled = Arc::new(AtomicBool::new(false));
+    let reader = tokio::spawn(read(
+        store.clone(),
+        options.clone(),
+        tx,
+        stalled.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(gauges(store.clone(), clock, shutdown.clone()));
-    write(store, db, rx, shutdown).await;
+    write(store, db, rx, stalled, shutdown).await;
     let _ = reader.await;
 }
 
@@ -86,11 +94,14 @@ async fn migrate(db: &AuditDb, shutdown: &CancellationToken) -> bool {
 }
 
 /// Feeds the channel: new events, and every so often the events of
-/// consumers idle for longer than `claim_idle`.
+/// consumers idle for longer than `claim_idle`. Not while the writer is
+/// stalled (PostgreSQL down): the events it holds would look idle too, and
+/// every instance would only keep taking the others' events.
 async fn read(
     store: Arc<dyn Store>,
     options: DrainOptions,
     tx: mpsc::Sender<OutboxEntry>,
+    stalled: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
     let claim_every = (options.claim_idle / 3).clamp(Duration::from_millis(50), STATS_EVERY * 5);
@@ -101,7 +112,8 @@ async fn read(
     let mut backoff = Backoff::new();
     while !shutdown.is_cancelled() {
         let mut entries = Vec::new();
-        let claim = last_claim.is_none_or(|at| at.elapsed() >= claim_every);
+        let claim = last_claim.is_none_or(|at| at.elapsed() >= claim_every)
+            && !stalled.load(Ordering::Relaxed);
         let polled = async {
             if claim {
                 last_claim = Some(Instant::now());
@@ -151,6 +163,7 @@ async fn write(
     store: Arc<dyn Store>,
     db: AuditDb,
     mut rx: mpsc::Receiver<OutboxEntry>,
+    stalled: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -172,7 +185,7 @@ async fn write(
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        if !commit(&store, &db, batch, &shutdown).await {
+        if !commit(&store, &db, batch, &stalled, &shutdown).await {
             return;
         }
     }
@@ -185,6 +198,7 @@ async fn commit(
     store: &Arc<dyn Store>,
     db: &AuditDb,
     batch: Vec<OutboxEntry>,
+    stalled: &AtomicBool,
     shutdown: &CancellationToken,
 ) -> bool {
     let mut receipts: Vec<Receipt> = Vec::with_capacity(batch.len());
@@ -208,6 +222,7 @@ async fn commit(
     loop {
         match db.insert(&events).await {
             Ok(inserted) => {
+                stalled.store(false, Ordering::Relaxed);
                 metrics::counter!("synckairos_audit_events_written_total").increment(inserted);
                 metrics::counter!("synckairos_audit_duplicates_total")
                     .increment(events.len() as u64 - inserted);
@@ -215,6 +230,7 @@ async fn commit(
                 break;
             }
             Err(e) => {
+                stalled.store(true, Ordering::Relaxed);
                 metrics::counter!("synckairos_audit_failures_total", "stage" => "insert")
                     .increment(1);
                 tracing::warn!(error = %e, events = events.len(), "audit batch not committed; retrying");

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod ws;

@@ -52,6 +52,12 @@ impl Instance {
         format!("http://{}", self.addr())
     }
 
+    /// SIGKILL: the process dies mid-whatever, with no shutdown at all.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM, waits for the exit (failing the test after 15 s rather
     /// than hanging it), and returns the status and the rest of the log.
     pub fn terminate(mut self) -> (ExitStatus, Vec<String>) {
