@@ -33,7 +33,9 @@ CREATE TABLE sync_events (
     "timestamp"       TIMESTAMPTZ NOT NULL,
     version           BIGINT NOT NULL,
     state_snapshot    JSONB,
-    metadata          JSONB
+    metadata          JSONB,
+    -- When the drain committed it: recorded_at - "timestamp" is the trail's lag.
+    recorded_at       TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
 CREATE INDEX sync_events_session_time ON sync_events (session_id, "timestamp" DESC);

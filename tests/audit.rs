@@ -208,6 +208,8 @@ async fn a_postgres_outage_delays_the_trail_and_loses_nothing() {
         metrics.contains("synckairos_audit_failures_total{stage=\"insert\"}"),
         "the writer saw the outage"
     );
+    // Batch sizes are a histogram with buckets (summaries do not aggregate).
+    assert!(metrics.contains("synckairos_audit_batch_size_bucket{le=\"500\"}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
