@@ -1,7 +1,9 @@
 // Switch latency and throughput: every virtual user drives its own running
-// session and switches it in a tight loop (no think time).
+// session and switches it in a tight loop (no think time), or, with RATE,
+// switches arrive at RATE per second over VUS sessions for DURATION.
 //
 //   k6 run -e BASE_URL=http://127.0.0.1:3000 --vus 32 --duration 30s loadtest/switch.js
+//   k6 run -e BASE_URL=http://127.0.0.1:3000 -e RATE=1000 -e VUS=64 -e DURATION=30s loadtest/switch.js
 //
 // Sessions use 24 h banks, so no timeout interferes with the measurement.
 import http from 'k6/http';
@@ -12,11 +14,30 @@ const BASE = __ENV.BASE_URL || 'http://127.0.0.1:3000';
 const VUS = Number(__ENV.K6_VUS || __ENV.VUS || 1);
 const JSON_HEADERS = { headers: { 'Content-Type': 'application/json' } };
 
+const RATE = Number(__ENV.RATE || 0);
+
 export const options = {
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(99)', 'max'],
   // Setup creates one session per VU.
   setupTimeout: '60s',
+  // Also makes k6 report the switch requests alone (without setup's).
+  thresholds: {
+    'http_req_duration{name:switch}': ['p(99)<250'],
+    checks: ['rate>0.999'],
+  },
 };
+if (RATE > 0) {
+  options.scenarios = {
+    switch: {
+      executor: 'constant-arrival-rate',
+      rate: RATE,
+      timeUnit: '1s',
+      duration: __ENV.DURATION || '30s',
+      preAllocatedVUs: VUS,
+      maxVUs: VUS,
+    },
+  };
+}
 
 export function setup() {
   const ids = [];
