@@ -2,9 +2,10 @@
 # The audit trail's costs, as reported in docs/PERFORMANCE.md. Starts its own
 # redis-server, PostgreSQL (initdb into a temp dir; as the postgres user when
 # run as root) and a release synckairos on local ports, then
-#   1. switch latency at RATE switches/s with the audit trail off and on,
-#      alternately (ROUNDS times each), and the drain's lag while it runs
-#      (recorded_at - timestamp of every event, from PostgreSQL);
+#   1. switch latency at RATE switches/s with the audit trail off, with the
+#      outbox on but no drain (what the hot path itself pays), and fully on,
+#      in turn (ROUNDS times each), with the CPU each process used and the
+#      drain's lag (recorded_at - timestamp of every event, from PostgreSQL);
 #   2. drain throughput: FILL of switching with the outbox on and no drain,
 #      then an instance with DATABASE_URL empties it; events/s into PostgreSQL.
 # Loopback only; stops everything it started.
@@ -65,6 +66,33 @@ start() {
     server_pid=$!
     until curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null; do sleep 0.05; done
 }
+# CPU seconds the given processes have used (utime + stime, in clock ticks).
+proc_cpu() {
+    local tck
+    tck=$(getconf CLK_TCK)
+    for p in "$@"; do cat "/proc/$p/stat" 2>/dev/null; done \
+        | awk -v t="$tck" '{ sub(/.*\) /, ""); s += $12 + $13 } END { printf "%.2f\n", s / t }'
+}
+# CPU seconds so far: synckairos, our PostgreSQL (postmaster and children), Redis.
+cpu() {
+    local pm
+    pm=$(head -1 "$dir/pg/postmaster.pid")
+    {
+        proc_cpu "$server_pid"
+        # shellcheck disable=SC2046
+        proc_cpu "$pm" $(pgrep -P "$pm")
+        redis-cli -p "$REDIS_PORT" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ { s += $2 } END { print s }'
+    } | paste -sd' '
+}
+# Runs switch.js at RATE for DURATION and reports CPU use per process.
+measured() {
+    local before after
+    before=$(cpu)
+    switches -e RATE="$RATE" -e DURATION="$DURATION"
+    after=$(cpu)
+    echo "$before $after ${DURATION%s}" | awk '{ printf "    CPU (%% of one core): synckairos %.0f, postgres %.0f, redis %.0f\n",
+        ($4 - $1) * 100 / $7, ($5 - $2) * 100 / $7, ($6 - $3) * 100 / $7 }'
+}
 switches() {
     k6 run --quiet -e BASE_URL="http://127.0.0.1:$PORT" -e VUS="$VUS" "$@" loadtest/switch.js 2>&1 \
         | grep -E "\{ name:switch \}|^ *http_reqs\.|checks_failed" || true
@@ -76,12 +104,18 @@ until [ "$(sql "SELECT count(*) FROM pg_tables WHERE tablename = 'sync_events'")
 for round in $(seq "$ROUNDS"); do
     echo "=== round $round: audit off, $RATE switches/s for $DURATION"
     start
-    switches -e RATE="$RATE" -e DURATION="$DURATION"
+    measured
+
+    echo "=== round $round: outbox on, no drain, $RATE switches/s for $DURATION"
+    redis-cli -p "$REDIS_PORT" eval "for b = 0, 15 do redis.call('XTRIM', 'sk:{' .. b .. '}:audit', 'MAXLEN', 0) end" 0 >/dev/null
+    start AUDIT_OUTBOX=true
+    measured
+    redis-cli -p "$REDIS_PORT" eval "for b = 0, 15 do redis.call('XTRIM', 'sk:{' .. b .. '}:audit', 'MAXLEN', 0) end" 0 >/dev/null
 
     echo "=== round $round: audit on, $RATE switches/s for $DURATION"
     start DATABASE_URL="$DB"
     from=$(sql "SELECT now()")
-    switches -e RATE="$RATE" -e DURATION="$DURATION"
+    measured
     until [ "$(backlog)" = 0 ]; do sleep 0.1; done
     sql "SELECT 'drain lag (recorded_at - timestamp) over ' || count(*) || ' switch events: p50 '
            || round(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag)::numeric, 1) || ' ms, p99 '

@@ -57,7 +57,10 @@ impl Server {
         let audit = audit_db(config)?;
         let store: Arc<dyn Store> = match &config.redis_url {
             Some(url) => Arc::new(RedisStore::connect(redis_options(config, url)).await?),
-            None => Arc::new(MemoryStore::new(clock.clone(), config.session_ttl_seconds)),
+            None => Arc::new(
+                MemoryStore::new(clock.clone(), config.session_ttl_seconds)
+                    .with_outbox(config.outbox()),
+            ),
         };
         let engine = Arc::new(Engine::new(store, clock.clone()));
         let addr = SocketAddr::new(config.host, config.port);

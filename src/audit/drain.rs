@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::postgres::AuditDb;
+use super::postgres::{AuditDb, DbError};
 use crate::clock::Clock;
 use crate::store::{OutboxEntry, Receipt, Store};
 
@@ -30,12 +30,20 @@ const BATCH_MAX: usize = 500;
 const BATCH_WAIT: Duration = Duration::from_millis(50);
 /// Events read but not yet written that one instance holds at most.
 const CHANNEL_CAPACITY: usize = 2 * BATCH_MAX;
-/// Polling an empty outbox backs off from the first to the second.
-const IDLE_POLL: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(200));
+/// Pause after a read that was not full (so reads come in batches, not one
+/// command per event); an empty outbox is polled less and less often, up
+/// to the second.
+const IDLE_POLL: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(200));
 /// Retrying a failed commit or read backs off from the first to the second.
 const RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(10));
 /// How often the outbox gauges are refreshed.
-const STATS_EVERY: Duration = Duration::from_secs(2);
+const STATS_EVERY: Duration = Duration::from_secs(5);
+/// How often a drain looks for idle consumers' events, at most.
+const CLAIM_EVERY_MAX: Duration = Duration::from_secs(10);
+/// Longest one insert attempt may take before it counts as failed (a
+/// database that stopped answering must not hold the batch, or a shutdown,
+/// forever).
+const INSERT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How one instance drains.
 #[derive(Clone, Debug)]
@@ -104,7 +112,7 @@ async fn read(
     stalled: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    let claim_every = (options.claim_idle / 3).clamp(Duration::from_millis(50), STATS_EVERY * 5);
+    let claim_every = (options.claim_idle / 3).clamp(Duration::from_millis(50), CLAIM_EVERY_MAX);
     let claim_idle_ms = u64::try_from(options.claim_idle.as_millis()).unwrap_or(u64::MAX);
     // Claim once at start-up: a restarted instance picks up its dead predecessor's events.
     let mut last_claim: Option<Instant> = None;
@@ -125,6 +133,8 @@ async fn read(
                         events = entries.len(),
                         "claimed pending audit events of an idle consumer"
                     );
+                    // There may be more: claim again on the next round.
+                    last_claim = None;
                 }
             }
             entries.extend(store.outbox_read(&options.consumer, BATCH_MAX).await?);
@@ -139,20 +149,28 @@ async fn read(
             continue;
         }
         backoff.reset();
-        if entries.is_empty() {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(idle) => {}
-            }
-            idle = (idle * 2).min(IDLE_POLL.1);
-            continue;
-        }
-        idle = IDLE_POLL.0;
+        let read = entries.len();
         for entry in entries {
             tokio::select! {
                 sent = tx.send(entry) => if sent.is_err() { return },
                 _ = shutdown.cancelled() => return,
             }
+        }
+        let pause = match read {
+            0 => {
+                let pause = idle;
+                idle = (idle * 2).min(IDLE_POLL.1);
+                pause
+            }
+            n if n >= BATCH_MAX => continue, // more is waiting
+            _ => {
+                idle = IDLE_POLL.0;
+                IDLE_POLL.0
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }
@@ -220,7 +238,8 @@ async fn commit(
     }
     let mut backoff = Backoff::new();
     loop {
-        match db.insert(&events).await {
+        let attempt = tokio::time::timeout(INSERT_TIMEOUT, db.insert(&events)).await;
+        match attempt.unwrap_or_else(|_| Err(DbError::Unavailable("insert timed out".into()))) {
             Ok(inserted) => {
                 stalled.store(false, Ordering::Relaxed);
                 metrics::counter!("synckairos_audit_events_written_total").increment(inserted);

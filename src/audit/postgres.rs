@@ -102,7 +102,7 @@ impl AuditDb {
             return Ok(0);
         }
         let mut tx = self.pool.begin().await?;
-        let inserted = insert_events(events).build().execute(&mut *tx).await?;
+        let inserted = insert_events(events).execute(&mut *tx).await?;
         if let Some(mut sessions) = upsert_sessions(events) {
             sessions.build().execute(&mut *tx).await?;
         }
@@ -168,28 +168,68 @@ impl AuditDb {
 /// Epoch milliseconds to `timestamptz`, exactly (no floating point).
 const FROM_MS: &str = "TIMESTAMPTZ 'epoch' + INTERVAL '1 millisecond' * ";
 
-/// One multi-row `INSERT … ON CONFLICT (id) DO NOTHING`.
-fn insert_events(events: &[AuditEvent]) -> QueryBuilder<Postgres> {
-    let mut q = QueryBuilder::new(
+/// One multi-row `INSERT … ON CONFLICT (id) DO NOTHING`, its rows bound as
+/// one array per column: the same statement text for every batch size, so
+/// it is prepared once per connection.
+fn insert_events(
+    events: &[AuditEvent],
+) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(
         r#"INSERT INTO sync_events (id, session_id, event_type, participant_id, group_id,
-             time_remaining_ms, time_elapsed_ms, "timestamp", version, state_snapshot) "#,
-    );
-    q.push_values(events, |mut row, e| {
-        row.push_bind(e.id)
-            .push_bind(e.session_id.0)
-            .push_bind(event_type(e.event.kind))
-            .push_bind(e.event.participant_id.map(|p| p.0))
-            .push_bind(e.event.group_id.map(|g| g.0))
-            .push_bind(e.event.time_remaining_ms)
-            .push_bind(e.event.time_elapsed_ms)
-            .push(FROM_MS)
-            .push_bind_unseparated(e.event.at.ms())
-            .push_bind(version(e.version))
-            .push_bind(e.state_snapshot.as_ref().map(|s| s.as_str()))
-            .push_unseparated("::jsonb");
-    });
-    q.push(" ON CONFLICT (id) DO NOTHING");
-    q
+             time_remaining_ms, time_elapsed_ms, "timestamp", version, state_snapshot)
+           SELECT id, session_id, event_type, participant_id, group_id, remaining, elapsed,
+                  TIMESTAMPTZ 'epoch' + INTERVAL '1 millisecond' * at_ms, version, snapshot::jsonb
+           FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[],
+                       $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::text[])
+             AS t(id, session_id, event_type, participant_id, group_id, remaining, elapsed,
+                  at_ms, version, snapshot)
+           ON CONFLICT (id) DO NOTHING"#,
+    )
+    .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.session_id.0).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|e| event_type(e.event.kind))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.event.participant_id.map(|p| p.0))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.event.group_id.map(|g| g.0))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.event.time_remaining_ms)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.event.time_elapsed_ms)
+            .collect::<Vec<_>>(),
+    )
+    .bind(events.iter().map(|e| e.event.at.ms()).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|e| version(e.version))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.state_snapshot.as_ref().map(|s| s.as_str().to_owned()))
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The `sync_sessions` rows the batch's lifecycle events describe, one per

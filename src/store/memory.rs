@@ -41,6 +41,8 @@ pub struct MemoryStore {
     /// Wakes the scheduler when a deadline earlier than the one it sleeps
     /// towards may have been indexed.
     due_changed: Notify,
+    /// Whether writes append their audit events to the outbox.
+    outbox: bool,
 }
 
 #[derive(Default)]
@@ -80,13 +82,14 @@ impl MemoryStore {
             ttl_ms: i64::try_from(ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX),
             feed: broadcast::channel(FEED_CAPACITY).0,
             due_changed: Notify::new(),
+            outbox: true,
         }
     }
 
-    /// The unacknowledged audit events (most recent last), for tests and for
-    /// inspection of an embedded server.
-    pub fn outbox(&self) -> Vec<AuditEvent> {
-        self.lock().outbox.iter().map(|q| q.event.clone()).collect()
+    /// Whether writes keep their audit events in the outbox (on by default);
+    /// off when no drain will ever read them.
+    pub fn with_outbox(self, outbox: bool) -> Self {
+        Self { outbox, ..self }
     }
 
     /// Hands out the events `pick` selects, marking them delivered now.
@@ -134,7 +137,9 @@ impl MemoryStore {
             },
         );
         inner.set_due(id, write.deadline.map(Timestamp::ms));
-        inner.append(write.events);
+        if self.outbox {
+            inner.append(write.events);
+        }
         self.publish(inner, id, write.message);
         self.due_changed.notify_one();
     }
@@ -259,7 +264,9 @@ impl Store for MemoryStore {
             return Err(StoreError::Conflict { actual });
         }
         inner.remove(id);
-        inner.append(std::slice::from_ref(event));
+        if self.outbox {
+            inner.append(std::slice::from_ref(event));
+        }
         self.publish(&inner, id, message);
         Ok(())
     }

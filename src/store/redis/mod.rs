@@ -476,10 +476,19 @@ impl Store for RedisStore {
         consumer: &str,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        // Per bucket (each stream is its own slot), pipelined on one connection.
+        // Standalone: every stream in one command. Cluster: one per bucket
+        // (each stream is its own slot), pipelined on one connection.
         let count = self.per_bucket(limit);
         let client = self.pool.next();
-        let reads = (0..self.options.buckets).map(|b| async move {
+        let all: Vec<u16> = (0..self.options.buckets).collect();
+        let groups: Vec<&[u16]> = if self.options.cluster {
+            all.chunks(1).collect()
+        } else {
+            vec![&all]
+        };
+        let reads = groups.into_iter().map(|buckets| async move {
+            let streams: Vec<String> = buckets.iter().map(|&b| keys::audit(b)).collect();
+            let ids = vec![">"; streams.len()];
             let reply = client
                 .xreadgroup::<Value, _, _, _, _>(
                     OUTBOX_GROUP,
@@ -487,24 +496,32 @@ impl Store for RedisStore {
                     Some(count),
                     None,
                     false,
-                    keys::audit(b),
-                    ">",
+                    streams,
+                    ids,
                 )
                 .await;
-            (b, reply)
+            (buckets, reply)
         });
         let mut entries = Vec::new();
-        for (b, reply) in join_all(reads).await {
+        for (buckets, reply) in join_all(reads).await {
             match reply {
-                // XREADGROUP answers [[stream, entries]] (or nil: nothing new).
+                // XREADGROUP answers [[stream, entries], …] (or nil: nothing new).
                 Ok(reply) => {
                     for stream in values(reply) {
-                        if let Some(list) = values(stream).into_iter().nth(1) {
+                        let mut parts = values(stream).into_iter();
+                        let bucket = parts
+                            .next()
+                            .and_then(|key| keys::hash_tag(&key.as_string()?).parse().ok());
+                        if let (Some(b), Some(list)) = (bucket, parts.next()) {
                             entries.extend(stream_entries(b, list));
                         }
                     }
                 }
-                Err(e) => self.on_outbox_error(client, b, e).await?,
+                Err(e) => {
+                    for &b in buckets {
+                        self.on_outbox_error(client, b, e.clone()).await?;
+                    }
+                }
             }
         }
         Ok(entries)
