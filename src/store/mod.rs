@@ -66,6 +66,11 @@ impl StateJson {
         Self(Arc::from(raw))
     }
 
+    /// Takes JSON text as it is (checked to be JSON, not to be a session).
+    pub fn from_json(json: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(json).map(|raw| Self(Arc::from(raw)))
+    }
+
     /// The JSON text.
     pub fn as_str(&self) -> &str {
         self.0.get()

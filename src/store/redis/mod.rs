@@ -34,8 +34,8 @@ use thiserror::Error;
 use tokio::sync::broadcast;
 
 use super::{
-    FeedEvent, OUTBOX_GROUP, OutboxEntry, OutboxStats, Receipt, Store, StoreError, Write,
-    expiry_after, index_needs_repair,
+    FeedEvent, OUTBOX_GROUP, OutboxEntry, OutboxStats, Receipt, StateJson, Store, StoreError,
+    Write, expiry_after, index_needs_repair,
 };
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
@@ -288,8 +288,17 @@ impl RedisStore {
             write.message.clone().into(),
         ];
         if self.options.outbox {
+            // A snapshot of the state being written travels once, as ARGV[3].
             for event in write.events {
-                args.push(encode_event(event)?.into());
+                if event.state_snapshot.as_ref() == Some(&write.state) {
+                    let bare = AuditEvent {
+                        state_snapshot: None,
+                        ..event.clone()
+                    };
+                    args.extend([encode_event(&bare)?.into(), "1".into()]);
+                } else {
+                    args.extend([encode_event(event)?.into(), "".into()]);
+                }
             }
         }
         let keys = keys::session_keys(id, self.options.buckets);
@@ -781,7 +790,7 @@ fn values(value: Value) -> Vec<Value> {
 }
 
 /// Stream entries `[[id, [field, value, …]], …]` of bucket `b` as outbox
-/// entries; the event is the `e` field.
+/// entries: the event is the `e` field, its snapshot (if any) the `s` field.
 fn stream_entries(b: u16, list: Value) -> Vec<OutboxEntry> {
     values(list)
         .into_iter()
@@ -789,14 +798,23 @@ fn stream_entries(b: u16, list: Value) -> Vec<OutboxEntry> {
             let mut parts = values(entry).into_iter();
             let id = parts.next()?.as_string()?;
             let fields = values(parts.next()?);
-            let json = fields
-                .chunks(2)
-                .find(|kv| kv[0].as_str().as_deref() == Some("e"))
-                .and_then(|kv| kv.get(1)?.as_string());
-            let event = match json {
-                Some(json) => serde_json::from_str(&json).map_err(|e| e.to_string()),
-                None => Err("no `e` field".to_owned()),
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|kv| kv[0].as_str().as_deref() == Some(name))
+                    .and_then(|kv| kv.get(1)?.as_string())
             };
+            let event = field("e")
+                .ok_or_else(|| "no `e` field".to_owned())
+                .and_then(|json| {
+                    let mut event: AuditEvent =
+                        serde_json::from_str(&json).map_err(|e| e.to_string())?;
+                    if let Some(snapshot) = field("s") {
+                        let snapshot = StateJson::from_json(snapshot).map_err(|e| e.to_string())?;
+                        event.state_snapshot = Some(snapshot);
+                    }
+                    Ok(event)
+                });
             Some(OutboxEntry {
                 receipt: Receipt { bucket: b, id },
                 event,

@@ -6,7 +6,10 @@
 -- ARGV[1] expected version (0 = the session must not exist)
 -- ARGV[2] new version          ARGV[3] state JSON      ARGV[4] TTL in seconds, '' = keep
 -- ARGV[5] session id           ARGV[6] deadline in epoch ms, '' for none
--- ARGV[7] message to publish   ARGV[8..] audit events (JSON), one stream entry each
+-- ARGV[7] message to publish
+-- ARGV[8..] audit events, two arguments each: the event (JSON) and '1' if its
+--   snapshot is the state ARGV[3] (sent once, stored as the entry's `s` field)
+--   or '' if it has none of its own; one stream entry per event
 --
 -- Returns {1} on success, {0, stored version or -1 if absent} on a conflict.
 -- Every check happens before the first write, so a refusal changes nothing.
@@ -38,8 +41,12 @@ else
     redis.call('SPUBLISH', KEYS[5], ARGV[6])
   end
 end
-for i = 8, #ARGV do
-  redis.call('XADD', KEYS[3], '*', 'e', ARGV[i])
+for i = 8, #ARGV, 2 do
+  if ARGV[i + 1] == '1' then
+    redis.call('XADD', KEYS[3], '*', 'e', ARGV[i], 's', ARGV[3])
+  else
+    redis.call('XADD', KEYS[3], '*', 'e', ARGV[i])
+  end
 end
 redis.call('SPUBLISH', KEYS[4], ARGV[7])
 return {1}
