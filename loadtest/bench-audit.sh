@@ -137,3 +137,4 @@ until [ "$(backlog)" = 0 ]; do sleep 0.05; done
 t1=$(date +%s.%N)
 after=$(sql "SELECT count(*) FROM sync_events")
 echo "$queued $before $after $t0 $t1" | awk '{ printf "%d events queued, %d written in %.2f s (incl. start-up): %.0f events/s\n", $1, $3 - $2, $5 - $4, ($3 - $2) / ($5 - $4) }'
+curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^synckairos_audit_(batch_size_(sum|count)|failures|duplicates|events_written)'

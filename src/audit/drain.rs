@@ -28,6 +28,8 @@ use crate::store::{OutboxEntry, Receipt, Store};
 /// Most events per INSERT, and longest a batch waits to fill.
 const BATCH_MAX: usize = 500;
 const BATCH_WAIT: Duration = Duration::from_millis(50);
+/// Events read per bucket at a time (a read returns up to this many per bucket).
+const READ_LIMIT: usize = 64;
 /// Events read but not yet written that one instance holds at most.
 const CHANNEL_CAPACITY: usize = 2 * BATCH_MAX;
 /// Pause after a read that was not full (so reads come in batches, not one
@@ -126,7 +128,7 @@ async fn read(
             if claim {
                 last_claim = Some(Instant::now());
                 entries = store
-                    .outbox_reclaim(&options.consumer, claim_idle_ms, BATCH_MAX)
+                    .outbox_reclaim(&options.consumer, claim_idle_ms, READ_LIMIT)
                     .await?;
                 if !entries.is_empty() {
                     tracing::info!(
@@ -137,7 +139,7 @@ async fn read(
                     last_claim = None;
                 }
             }
-            entries.extend(store.outbox_read(&options.consumer, BATCH_MAX).await?);
+            entries.extend(store.outbox_read(&options.consumer, READ_LIMIT).await?);
             Ok::<_, crate::store::StoreError>(())
         };
         if let Err(e) = polled.await {
@@ -162,7 +164,8 @@ async fn read(
                 idle = (idle * 2).min(IDLE_POLL.1);
                 pause
             }
-            n if n >= BATCH_MAX => continue, // more is waiting
+            // A bucket may have more waiting (or a hot bucket certainly has).
+            n if n >= READ_LIMIT => continue,
             _ => {
                 idle = IDLE_POLL.0;
                 IDLE_POLL.0

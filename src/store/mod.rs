@@ -222,17 +222,18 @@ pub trait Store: Send + Sync + 'static {
     /// fallback poll; see `redis::wakeups`).
     async fn wait_for_due(&self, clock: &Clock);
 
-    /// Reads up to `limit` outbox events no consumer has been given yet,
-    /// oldest first per bucket; they stay pending (owned by `consumer`)
-    /// until [`Store::outbox_ack`].
+    /// Reads up to `limit` outbox events per bucket that no consumer has
+    /// been given yet, oldest first per bucket; they stay pending (owned by
+    /// `consumer`) until [`Store::outbox_ack`]. Fewer than `limit` in all
+    /// means no bucket has more waiting.
     async fn outbox_read(
         &self,
         consumer: &str,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
 
-    /// Takes over up to `limit` pending events that their consumer has held
-    /// for at least `min_idle_ms` (it died, or is stuck), for `consumer`.
+    /// Takes over up to `limit` pending events per bucket that their consumer
+    /// has held for at least `min_idle_ms` (it died, or is stuck), for `consumer`.
     async fn outbox_reclaim(
         &self,
         consumer: &str,

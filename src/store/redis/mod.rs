@@ -487,7 +487,7 @@ impl Store for RedisStore {
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         // Standalone: every stream in one command. Cluster: one per bucket
         // (each stream is its own slot), pipelined on one connection.
-        let count = self.per_bucket(limit);
+        let count = limit as u64;
         let client = self.pool.next();
         let all: Vec<u16> = (0..self.options.buckets).collect();
         let groups: Vec<&[u16]> = if self.options.cluster {
@@ -542,7 +542,7 @@ impl Store for RedisStore {
         min_idle_ms: u64,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let count = self.per_bucket(limit);
+        let count = limit as u64;
         let client = self.pool.next();
         let claims = (0..self.options.buckets).map(|b| async move {
             let reply = client
@@ -639,11 +639,6 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
-    /// How many outbox entries to ask each bucket for, out of `limit`.
-    fn per_bucket(&self, limit: usize) -> u64 {
-        limit.div_ceil(usize::from(self.options.buckets)).max(8) as u64
-    }
-
     /// A failed outbox read of bucket `b`: a missing group (Redis restarted
     /// empty, or the stream was deleted) is created for the next read; other
     /// errors mean Redis is unavailable.
