@@ -11,7 +11,7 @@ use synckairos::audit::postgres::AuditDb;
 use synckairos::clock::Clock;
 use synckairos::config::Config;
 use synckairos::store::Store;
-use synckairos::store::redis::{RedisOptions, RedisStore};
+use synckairos::store::redis::RedisStore;
 
 use common::postgres::{PostgresServer, database, psql};
 use common::process::Instance;
@@ -247,17 +247,7 @@ async fn events_a_killed_instance_had_read_are_claimed_and_written_once() {
 
     // Half of them were committed by someone who then died before
     // acknowledging: the claimer's insert must skip those.
-    let store = RedisStore::connect(RedisOptions {
-        url: redis.url(),
-        cluster: false,
-        buckets: 16,
-        ttl_seconds: 3600,
-        timeout: Duration::from_secs(1),
-        pool_size: 1,
-        outbox: true,
-    })
-    .await
-    .unwrap();
+    let store = RedisStore::connect(redis.store_options()).await.unwrap();
     let taken = store.outbox_reclaim("test", 0, 1000).await.unwrap();
     assert_eq!(taken.len() as u64, held);
     let half: Vec<_> = taken

@@ -12,7 +12,7 @@ use synckairos::clock::Clock;
 use synckairos::domain::{Command, NewSession, SessionId, Timestamp, decide};
 use synckairos::engine::Engine;
 use synckairos::server::Server;
-use synckairos::store::redis::{RedisOptions, RedisStore, keys};
+use synckairos::store::redis::{RedisStore, keys};
 use synckairos::store::{FeedEvent, Store};
 
 use common::redis::RedisServer;
@@ -344,16 +344,7 @@ async fn an_unreachable_redis_fails_start_up_with_a_clear_error() {
 #[tokio::test]
 async fn audit_events_are_appended_to_the_bucket_stream_with_the_write() {
     let redis = RedisServer::start();
-    let options = RedisOptions {
-        url: redis.url(),
-        cluster: false,
-        buckets: 16,
-        ttl_seconds: 3600,
-        timeout: Duration::from_secs(1),
-        pool_size: 1,
-        outbox: true,
-    };
-    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(options).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(redis.store_options()).await.unwrap());
     let engine = Engine::new(store, Clock::System);
     let new = NewSession::parse(&session_body("per_participant", 2, 60_000)).unwrap();
     let id = new.session_id;

@@ -11,7 +11,7 @@ use synckairos::audit::AuditEvent;
 use synckairos::clock::Clock;
 use synckairos::domain::{Command, NewSession, Session, SessionId, Timestamp, deadline, decide};
 use synckairos::store::memory::MemoryStore;
-use synckairos::store::redis::{RedisOptions, RedisStore};
+use synckairos::store::redis::RedisStore;
 use synckairos::store::{FeedEvent, OutboxStats, StateJson, Store, StoreError, Write};
 
 use common::redis::RedisServer;
@@ -389,20 +389,8 @@ async fn memory_store() -> (Arc<dyn Store>, ()) {
 /// A Redis store on its own fresh `redis-server`.
 async fn redis_store() -> (Arc<dyn Store>, RedisServer) {
     let server = RedisServer::start();
-    let store = RedisStore::connect(redis_options(&server)).await.unwrap();
+    let store = RedisStore::connect(server.store_options()).await.unwrap();
     (Arc::new(store), server)
-}
-
-fn redis_options(server: &RedisServer) -> RedisOptions {
-    RedisOptions {
-        url: server.url(),
-        cluster: false,
-        buckets: 16,
-        ttl_seconds: 3600,
-        timeout: Duration::from_secs(1),
-        pool_size: 2,
-        outbox: true,
-    }
 }
 
 conformance!(memory, memory_store);

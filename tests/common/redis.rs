@@ -47,6 +47,20 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Options for a [`RedisStore`](synckairos::store::redis::RedisStore)
+    /// of its own on this server: 16 buckets, the outbox on.
+    pub fn store_options(&self) -> synckairos::store::redis::RedisOptions {
+        synckairos::store::redis::RedisOptions {
+            url: self.url(),
+            cluster: false,
+            buckets: 16,
+            ttl_seconds: 3600,
+            timeout: std::time::Duration::from_secs(1),
+            pool_size: 2,
+            outbox: true,
+        }
+    }
+
     /// SIGKILL, as a crash or a network cut would look to clients.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
