@@ -62,7 +62,7 @@ impl Server {
                     .with_outbox(config.outbox()),
             ),
         };
-        let engine = Arc::new(Engine::new(store, clock.clone()));
+        let engine = Arc::new(Engine::new(store, clock));
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr)
             .await

@@ -14,7 +14,7 @@ use synckairos::store::Store;
 use synckairos::store::redis::RedisStore;
 
 use common::postgres::{PostgresServer, database, psql};
-use common::process::Instance;
+use common::process::{Instance, binary};
 use common::redis::RedisServer;
 use common::{Rest, spawn_app, spawn_with, test_config};
 
@@ -302,6 +302,37 @@ async fn instances_starting_together_on_an_empty_database_migrate_once() {
         .await,
         files.to_string()
     );
+}
+
+#[test]
+fn the_migrate_subcommand_applies_the_migrations_and_exits() {
+    let db = database();
+    let out = binary()
+        .arg("migrate")
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        psql(&db.url, "SELECT count(*) FROM sync_events"),
+        "0",
+        "the tables exist"
+    );
+    // Again: nothing left to do, still a success.
+    let again = binary()
+        .arg("migrate")
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+
+    let missing = binary().arg("migrate").output().unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("migrate needs DATABASE_URL"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,6 +69,8 @@ fn bad_configuration_fails_with_one_clear_line_and_no_backtrace() {
         ("SESSION_TTL_SECONDS", "0", "SESSION_TTL_SECONDS"),
         ("LOG_FORMAT", "xml", "invalid value 'xml'"),
         ("REDIS_URL", "mysql://nope", "invalid REDIS_URL"),
+        ("DATABASE_URL", "mysql://nope", "invalid DATABASE_URL"),
+        ("MIGRATE", "maybe", "invalid value 'maybe'"),
     ] {
         let out = binary().env(var, value).output().unwrap();
         assert!(!out.status.success(), "{var}={value} was accepted");

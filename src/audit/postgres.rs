@@ -70,6 +70,12 @@ impl AuditDb {
     /// while PostgreSQL is down; only a malformed URL fails here. Every call
     /// waits at most `timeout` for a connection.
     pub fn connect_lazy(url: &str, timeout: Duration) -> Result<Self, DbError> {
+        // sqlx parses any scheme; a MySQL URL must not pass for ours.
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(DbError::Url(
+                "expected postgres:// or postgresql://".to_owned(),
+            ));
+        }
         let options = PgConnectOptions::from_str(url).map_err(|e| DbError::Url(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(4)
