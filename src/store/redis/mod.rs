@@ -574,18 +574,31 @@ impl Store for RedisStore {
     }
 
     async fn outbox_ack(&self, receipts: &[Receipt]) -> Result<(), StoreError> {
-        let mut by_bucket: std::collections::BTreeMap<u16, Vec<Value>> = Default::default();
+        let mut by_bucket: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
         for r in receipts {
-            by_bucket
-                .entry(r.bucket)
-                .or_insert_with(|| vec![OUTBOX_GROUP.into()])
-                .push(r.id.as_str().into());
+            by_bucket.entry(r.bucket).or_default().push(&r.id);
         }
+        let by_bucket: Vec<(u16, Vec<&str>)> = by_bucket.into_iter().collect();
+        // Standalone: one script call for every stream. Cluster: one per
+        // stream (each its own slot), pipelined.
+        let calls: Vec<&[(u16, Vec<&str>)]> = if self.options.cluster {
+            by_bucket.chunks(1).collect()
+        } else {
+            vec![&by_bucket]
+        };
         let client = self.pool.next();
-        let acks = by_bucket.into_iter().map(|(b, args)| {
+        let acks = calls.into_iter().filter(|c| !c.is_empty()).map(|streams| {
+            let keys: Vec<String> = streams.iter().map(|(b, _)| keys::audit(*b)).collect();
+            let mut args: Vec<Value> = vec![OUTBOX_GROUP.into()];
+            args.extend(streams.iter().map(|(_, ids)| Value::from(ids.len() as i64)));
+            args.extend(
+                streams
+                    .iter()
+                    .flat_map(|(_, ids)| ids.iter().map(|&id| Value::from(id))),
+            );
             self.scripts
                 .ack
-                .evalsha_with_reload::<i64, _, _>(client, vec![keys::audit(b)], args)
+                .evalsha_with_reload::<i64, _, _>(client, keys, args)
         });
         for acked in join_all(acks).await {
             acked.map_err(unavailable)?;
