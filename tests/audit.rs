@@ -376,6 +376,16 @@ async fn history_pages_newest_first_and_fails_clearly() {
     assert_eq!(newest["state_snapshot"]["status"], "completed");
     assert_eq!(all.data()["events"][12]["event_type"], "session_created");
 
+    let ready = app.get("/ready").await;
+    assert_eq!(
+        (
+            ready.status.as_u16(),
+            &ready.body["status"],
+            &ready.body["audit"]
+        ),
+        (200, &Value::from("ready"), &Value::from("ok"))
+    );
+
     let unknown = app
         .get(&format!("/v1/sessions/{}/events", uuid::Uuid::new_v4()))
         .await;
@@ -400,6 +410,17 @@ async fn history_pages_newest_first_and_fails_clearly() {
         "{}",
         down.text
     );
+    // Sessions are still served: degraded, not unready.
+    let ready = app.get("/ready").await;
+    assert_eq!(
+        (
+            ready.status.as_u16(),
+            &ready.body["status"],
+            &ready.body["audit"]
+        ),
+        (200, &Value::from("degraded"), &Value::from("unreachable"))
+    );
+    app.started("global", 2, 60_000).await;
 }
 
 #[tokio::test]

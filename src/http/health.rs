@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use std::time::Duration;
 
 use super::AppState;
 
@@ -20,11 +21,31 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Longest `/ready` waits for the audit database's answer.
+const AUDIT_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// GET /ready: whether this instance can serve sessions (its store answers).
+/// An unreachable audit database makes it `degraded`, still 200: audit is
+/// off the hot path, and its events wait in the outbox meanwhile.
 pub async fn ready(State(app): State<AppState>) -> Response {
     let store = app.engine.store();
     match store.ping().await {
-        Ok(()) => Json(json!({ "status": "ready", "backend": store.backend() })).into_response(),
+        Ok(()) => {
+            let audit = match &app.audit {
+                None => "off",
+                Some(db) => match tokio::time::timeout(AUDIT_PING_TIMEOUT, db.ping()).await {
+                    Ok(Ok(())) => "ok",
+                    _ => "unreachable",
+                },
+            };
+            let status = if audit == "unreachable" {
+                "degraded"
+            } else {
+                "ready"
+            };
+            Json(json!({ "status": status, "backend": store.backend(), "audit": audit }))
+                .into_response()
+        }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "not_ready", "error": e.to_string() })),
