@@ -62,7 +62,10 @@ async fn await_migrated(db: &str) {
     .await;
 }
 
+/// Once `n` events are in `sync_events` (the drain creates the table first,
+/// asynchronously: a query before that would fail, not wait).
 async fn await_events(db: &str, n: usize) {
+    await_migrated(db).await;
     await_sql(db, "SELECT count(*) FROM sync_events", &n.to_string()).await;
 }
 
