@@ -93,6 +93,19 @@ async fn await_outbox_empty(redis: &RedisServer) {
     }
 }
 
+/// `/ready` answers 200 with this status and audit state.
+async fn assert_ready(app: &Rest, status: &str, audit: &str) {
+    let ready = app.get("/ready").await;
+    assert_eq!(
+        (
+            ready.status.as_u16(),
+            &ready.body["status"],
+            &ready.body["audit"]
+        ),
+        (200, &Value::from(status), &Value::from(audit))
+    );
+}
+
 /// Creates and starts `n` two-player chess clocks, spread over `apps`.
 async fn start_sessions(apps: &[&Rest], n: usize) -> Vec<String> {
     let mut ids = Vec::new();
@@ -379,15 +392,7 @@ async fn history_pages_newest_first_and_fails_clearly() {
     assert_eq!(newest["state_snapshot"]["status"], "completed");
     assert_eq!(all.data()["events"][12]["event_type"], "session_created");
 
-    let ready = app.get("/ready").await;
-    assert_eq!(
-        (
-            ready.status.as_u16(),
-            &ready.body["status"],
-            &ready.body["audit"]
-        ),
-        (200, &Value::from("ready"), &Value::from("ok"))
-    );
+    assert_ready(&app, "ready", "ok").await;
 
     let unknown = app
         .get(&format!("/v1/sessions/{}/events", uuid::Uuid::new_v4()))
@@ -414,15 +419,7 @@ async fn history_pages_newest_first_and_fails_clearly() {
         down.text
     );
     // Sessions are still served: degraded, not unready.
-    let ready = app.get("/ready").await;
-    assert_eq!(
-        (
-            ready.status.as_u16(),
-            &ready.body["status"],
-            &ready.body["audit"]
-        ),
-        (200, &Value::from("degraded"), &Value::from("unreachable"))
-    );
+    assert_ready(&app, "degraded", "unreachable").await;
     app.started("global", 2, 60_000).await;
 }
 

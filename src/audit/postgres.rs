@@ -159,16 +159,6 @@ impl AuditDb {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(DbError::from)
     }
-
-    /// Whether any event of the session has been recorded.
-    pub async fn has_events(&self, session: SessionId) -> Result<bool, DbError> {
-        let found: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sync_events WHERE session_id = $1)")
-                .bind(session.0)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(found)
-    }
 }
 
 /// Epoch milliseconds to `timestamptz`, exactly (no floating point).
