@@ -27,4 +27,6 @@ USER synckairos
 ENV HOST=0.0.0.0 PORT=3000 LOG_FORMAT=json
 EXPOSE 3000
 # No HEALTHCHECK: the platform (fly.toml) checks /health itself.
-ENTRYPOINT ["/usr/local/bin/synckairos"]
+# CMD, not ENTRYPOINT: Fly's release_command ("synckairos migrate") replaces
+# the command line whole, and the binary is on PATH.
+CMD ["synckairos"]

@@ -346,9 +346,15 @@ fn the_migrate_subcommand_applies_the_migrations_and_exits() {
         .unwrap();
     assert!(again.status.success());
 
-    let missing = binary().arg("migrate").output().unwrap();
-    assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("migrate needs DATABASE_URL"));
+    // Without a database the audit log is off: nothing to migrate, and a
+    // release step without Postgres does not abort the deploy.
+    let missing = binary()
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nothing to migrate"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
