@@ -38,6 +38,11 @@ pub struct Config {
     #[arg(long, env = "PORT", default_value_t = 3000)]
     pub port: u16,
 
+    /// A second port serving only `/metrics` (for scrapers on a private
+    /// network); `/metrics` stays on `PORT` too.
+    #[arg(long, env = "METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+
     /// Redis URL (`redis://`, `rediss://`). Unset: the embedded in-process backend.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,

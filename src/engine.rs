@@ -4,6 +4,7 @@
 //! deadline index, appends the audit events and publishes the update.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -125,10 +126,12 @@ impl Engine {
         let now = self.clock.now();
         let t = new.into_created(now);
         let id = t.session.session_id;
-        self.write(0, &t, now, true).await.map_err(|e| match e {
-            StoreError::AlreadyExists => EngineError::Exists(id),
-            e => EngineError::Store(e),
-        })?;
+        self.write("create", 0, &t, now, true)
+            .await
+            .map_err(|e| match e {
+                StoreError::AlreadyExists => EngineError::Exists(id),
+                e => EngineError::Store(e),
+            })?;
         Ok(Snapshot {
             session: t.session,
             at: now,
@@ -159,7 +162,7 @@ impl Engine {
                 at: now,
             });
         };
-        self.write(current.version, &t, now, true)
+        self.write(cmd.name(), current.version, &t, now, true)
             .await
             .map_err(|e| conflict_or_store(id, current.version, e))?;
         record_timeouts(&t, now);
@@ -192,7 +195,7 @@ impl Engine {
                 return Ok(TimeoutOutcome::NotDue);
             };
             // A server-applied timeout does not restart the TTL.
-            match self.write(current.version, &t, now, false).await {
+            match self.write("timeout", current.version, &t, now, false).await {
                 Ok(()) => {
                     record_timeouts(&t, now);
                     return Ok(TimeoutOutcome::Applied);
@@ -222,11 +225,13 @@ impl Engine {
                 published_ms: now.ms(),
             }
             .encode();
-            match self
+            let started = Instant::now();
+            let deleted = self
                 .store
                 .delete(id, current.version, &event, &message)
-                .await
-            {
+                .await;
+            record_write("delete", started);
+            match deleted {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict { actual: None }) => return Ok(()),
                 Err(StoreError::Conflict { .. }) => continue,
@@ -247,8 +252,10 @@ impl Engine {
     }
 
     /// The one write: state + deadline + audit events + published update.
+    /// `command` labels its duration metric.
     async fn write(
         &self,
+        command: &'static str,
         expected: u64,
         t: &Transition,
         now: Timestamp,
@@ -292,12 +299,22 @@ impl Engine {
             events: &events,
             message: &message,
         };
-        if expected == 0 {
+        let started = Instant::now();
+        let written = if expected == 0 {
             self.store.create(write).await
         } else {
             self.store.compare_and_set(write).await
-        }
+        };
+        record_write(command, started);
+        written
     }
+}
+
+/// How long one store write took (conflicts and failures included: they cost
+/// the same round trip).
+fn record_write(command: &'static str, started: Instant) {
+    metrics::histogram!("synckairos_engine_write_duration_seconds", "command" => command)
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// Counts the timeouts a write applied and how late each was detected

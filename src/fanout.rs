@@ -189,7 +189,10 @@ impl Hub {
                 Ok(FeedEvent::Message {
                     session_id,
                     payload,
-                }) => self.forward(session_id, &payload),
+                }) => {
+                    metrics::counter!("synckairos_pubsub_messages_received_total").increment(1);
+                    self.forward(session_id, &payload);
+                }
                 Ok(FeedEvent::Resubscribed) => self.resync_all().await,
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "update feed lagged; resynchronising local sockets");
@@ -200,22 +203,33 @@ impl Hub {
         }
     }
 
-    /// One published message: decoded once, serialised once, sent to every local socket.
+    /// One published message: decoded once, serialised once, sent to every
+    /// local socket. Messages nobody here watches are not even decoded (so
+    /// the publish→receive delay is measured on the ones that matter).
     fn forward(&self, session: SessionId, payload: &[u8]) {
         if self.watchers(session) == 0 {
             return;
         }
-        let frames = match Update::decode(payload) {
+        let now = self.engine.clock().now();
+        let update = Update::decode(payload);
+        if let Ok(Update::State { published_ms, .. } | Update::Deleted { published_ms, .. }) =
+            &update
+        {
+            // Across machines this includes their clock skew (NTP: ~1 ms).
+            let delay_ms = (now.ms() - published_ms).max(0);
+            metrics::histogram!("synckairos_pubsub_delay_seconds").record(delay_ms as f64 / 1000.0);
+        }
+        let frames = match update {
             Ok(Update::State {
                 state, timeouts, ..
             }) => match state.decode() {
-                Ok(state) => update_frames(&state, &timeouts, self.engine.clock().now()),
+                Ok(state) => update_frames(&state, &timeouts, now),
                 Err(e) => {
                     tracing::warn!(session_id = %session, error = %e, "undecodable state in update");
                     return;
                 }
             },
-            Ok(Update::Deleted { .. }) => deleted_frames(session, self.engine.clock().now()),
+            Ok(Update::Deleted { .. }) => deleted_frames(session, now),
             Err(e) => {
                 tracing::warn!(session_id = %session, error = %e, "undecodable update");
                 return;

@@ -35,6 +35,7 @@ async fn main() -> ExitCode {
     tracing::info!(
         backend = server.engine().store().backend(),
         addr = %server.local_addr(),
+        metrics_addr = server.metrics_addr().map(|a| a.to_string()),
         "synckairos listening"
     );
     match (&config.database_url, config.outbox()) {

@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
+use crate::store::Swept;
 
 /// How long a claim holds a due entry before another instance may take it.
 pub const LEASE_MS: i64 = 5_000;
@@ -71,10 +72,14 @@ pub async fn sweep(engine: Arc<Engine>, interval: Duration, shutdown: Cancellati
             _ = tick.tick() => {}
         }
         match store.sweep(clock.now(), LEASE_MS).await {
-            Ok(0) => {}
-            Ok(repairs) => {
-                metrics::counter!("synckairos_sweep_repairs_total").increment(repairs as u64);
-                tracing::warn!(repairs, "sweep repaired the deadline index");
+            Ok(Swept { repairs, sessions }) => {
+                if let Some(sessions) = sessions {
+                    metrics::gauge!("synckairos_active_sessions").set(sessions as f64);
+                }
+                if repairs > 0 {
+                    metrics::counter!("synckairos_sweep_repairs_total").increment(repairs as u64);
+                    tracing::warn!(repairs, "sweep repaired the deadline index");
+                }
             }
             Err(e) => tracing::warn!(error = %e, "sweep failed"),
         }

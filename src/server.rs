@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +42,8 @@ pub enum StartupError {
 /// A bound, ready-to-run instance.
 pub struct Server {
     listener: TcpListener,
+    /// `METRICS_PORT`'s listener, serving `/metrics` alone.
+    metrics_listener: Option<TcpListener>,
     engine: Arc<Engine>,
     state: AppState,
     router: axum::Router,
@@ -63,10 +66,11 @@ impl Server {
             ),
         };
         let engine = Arc::new(Engine::new(store, clock));
-        let addr = SocketAddr::new(config.host, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
+        let listener = bind(SocketAddr::new(config.host, config.port)).await?;
+        let metrics_listener = match config.metrics_port {
+            Some(port) => Some(bind(SocketAddr::new(config.host, port)).await?),
+            None => None,
+        };
         // Install the metrics recorder before anything records.
         crate::telemetry::metrics();
         let state = AppState {
@@ -95,6 +99,7 @@ impl Server {
         let router = http::router(state.clone(), config);
         Ok(Self {
             listener,
+            metrics_listener,
             engine,
             state,
             router,
@@ -110,6 +115,11 @@ impl Server {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The address of the `METRICS_PORT` listener, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref()?.local_addr().ok()
     }
 
     /// The engine, for tests that watch the store directly.
@@ -137,6 +147,17 @@ impl Server {
             background.clone(),
         ));
         tokio::spawn(crate::telemetry::upkeep(background.clone()));
+        if let Some(listener) = self.metrics_listener {
+            let stop = background.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, http::metrics_router())
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+        }
         // Cancelled with the other background tasks once the HTTP side has
         // stopped: a batch being committed finishes, one not yet committed
         // stays pending in the outbox and is claimed by another instance.
@@ -158,7 +179,12 @@ impl Server {
         let app = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        // No Nagle: a TIMEOUT frame right behind a STATE_UPDATE would
+        // otherwise wait for the client's delayed ACK (~40 ms).
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             ws_shutdown.cancel();
             let _ = signalled.send(());
@@ -195,6 +221,12 @@ impl Server {
         }
         served
     }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })
 }
 
 /// The Redis backend's settings from the server configuration.

@@ -46,9 +46,164 @@ pub fn metrics() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Fails only if another recorder was installed first; then our handle
         // renders nothing, which is visible on /metrics, not fatal.
-        let _ = metrics::set_global_recorder(recorder);
+        if metrics::set_global_recorder(recorder).is_ok() {
+            describe();
+        }
         handle
     })
+}
+
+/// Every counter and gauge, with its help text, registered at zero: a series
+/// that exists from the start lets `rate()` and alerts see its first
+/// increment. (Histograms appear with their first sample.) The README's
+/// Metrics table says the same; a test keeps the two in step.
+fn describe() {
+    use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
+    let counters: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "synckairos_cas_conflicts_total",
+            "lost compare-and-sets",
+            "source",
+            &["command", "timeout"],
+        ),
+        (
+            "synckairos_timeouts_applied_total",
+            "timeouts the server applied",
+            "",
+            &[],
+        ),
+        (
+            "synckairos_scheduler_claims_total",
+            "due index entries this instance claimed",
+            "",
+            &[],
+        ),
+        (
+            "synckairos_sweep_repairs_total",
+            "deadline index entries the sweep repaired",
+            "",
+            &[],
+        ),
+        (
+            "synckairos_ws_messages_sent_total",
+            "messages written to sockets",
+            "",
+            &[],
+        ),
+        (
+            "synckairos_ws_slow_client_disconnects_total",
+            "clients closed for falling behind",
+            "",
+            &[],
+        ),
+        (
+            "synckairos_ws_rejected_total",
+            "sockets refused by a connection limit",
+            "reason",
+            &["instance", "per_ip", "per_session"],
+        ),
+        (
+            "synckairos_pubsub_messages_received_total",
+            "updates received from Redis pub/sub",
+            "",
+            &[],
+        ),
+        (
+            "synckairos_redis_errors_total",
+            "failed Redis calls",
+            "kind",
+            &["timeout", "error"],
+        ),
+        (
+            "synckairos_audit_events_written_total",
+            "audit events inserted",
+            "",
+            &[],
+        ),
+        (
+            "synckairos_audit_duplicates_total",
+            "audit events found already written",
+            "",
+            &[],
+        ),
+        (
+            "synckairos_audit_failures_total",
+            "failed audit drain steps",
+            "stage",
+            &["read", "insert", "ack"],
+        ),
+        (
+            "synckairos_audit_invalid_total",
+            "undecodable outbox entries dropped",
+            "",
+            &[],
+        ),
+        (
+            "synckairos_audit_dropped_total",
+            "events dropped from the embedded outbox",
+            "",
+            &[],
+        ),
+    ];
+    for &(name, help, label, values) in counters {
+        describe_counter!(name, help);
+        if values.is_empty() {
+            counter!(name).increment(0);
+        }
+        for &value in values {
+            counter!(name, label => value).increment(0);
+        }
+    }
+    for (name, help) in [
+        (
+            "synckairos_http_requests_in_flight",
+            "requests being served",
+        ),
+        ("synckairos_ws_connections", "open WebSocket connections"),
+        (
+            "synckairos_active_sessions",
+            "sessions stored, sampled by the sweep",
+        ),
+        (
+            "synckairos_audit_outbox_backlog",
+            "audit events not yet written",
+        ),
+        (
+            "synckairos_audit_outbox_pending",
+            "audit events read, not yet acknowledged",
+        ),
+        (
+            "synckairos_audit_lag_seconds",
+            "age of the oldest unwritten audit event",
+        ),
+    ] {
+        describe_gauge!(name, help);
+        gauge!(name).increment(0.0);
+    }
+    for (name, help) in [
+        (
+            "synckairos_http_request_duration_seconds",
+            "request latency by route template",
+        ),
+        (
+            "synckairos_engine_write_duration_seconds",
+            "one store write by command",
+        ),
+        (
+            "synckairos_timeout_lag_seconds",
+            "timeout applied after its deadline",
+        ),
+        (
+            "synckairos_pubsub_delay_seconds",
+            "publish to receipt of an update",
+        ),
+        (
+            "synckairos_audit_batch_size",
+            "events per committed audit batch",
+        ),
+    ] {
+        describe_histogram!(name, help);
+    }
 }
 
 /// Drains histogram buffers periodically, as the exporter requires when it

@@ -16,6 +16,7 @@ use synckairos::store::redis::RedisStore;
 use common::postgres::{PostgresServer, database, psql};
 use common::process::{Instance, binary};
 use common::redis::RedisServer;
+use common::ws::WsClient;
 use common::{Rest, spawn_app, spawn_with, test_config};
 
 /// An in-process instance's configuration with the audit trail on.
@@ -435,4 +436,96 @@ async fn history_without_a_database_says_audit_is_off() {
     let id = app.started("global", 2, 60_000).await;
     let r = app.get(&format!("/v1/sessions/{id}/events")).await;
     assert_eq!((r.status.as_u16(), r.code()), (503, "AUDIT_DISABLED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_batch_closes_sockets_with_1001_and_loses_no_event() {
+    let redis = RedisServer::start();
+    let pg = PostgresServer::start();
+    let db = pg.database("audit");
+    let redis_url = redis.url();
+    let a = Instance::start(&[
+        ("REDIS_URL", redis_url.as_str()),
+        ("DATABASE_URL", db.as_str()),
+        ("SHUTDOWN_GRACE_SECONDS", "5"),
+    ]);
+    let rest_a = Rest::new(&a.base());
+    await_migrated(&db).await;
+    let ids = start_sessions(&[&rest_a], 3).await;
+    await_events(&db, 6).await;
+    await_outbox_empty(&redis).await;
+
+    // Someone holds the events table: the drain's next insert waits, a batch
+    // read from the outbox and in flight when the signal comes.
+    let mut locker = std::process::Command::new("psql")
+        .args([
+            db.as_str(),
+            "-c",
+            "BEGIN; LOCK TABLE sync_events IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600);",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    await_sql(
+        &db,
+        "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted \
+         AND relation = 'sync_events'::regclass",
+        "1",
+    )
+    .await;
+    let switches = 9;
+    for i in 0..switches {
+        switch(&[&rest_a], &ids, i).await;
+    }
+    complete_all(&[&rest_a], &ids).await;
+    await_sql(
+        &db,
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+        "1",
+    )
+    .await;
+    let mut watchers = Vec::new();
+    for id in &ids {
+        let mut ws = WsClient::watch(&rest_a.base, id).await;
+        ws.next_of("STATE_SYNC").await;
+        watchers.push(ws);
+    }
+
+    // SIGTERM: exit 0 within the bound `terminate` enforces, every socket
+    // told the server is going away.
+    let (status, log) = tokio::task::spawn_blocking(move || a.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}: {log:?}");
+    assert!(
+        log.iter().any(|l| l.contains("synckairos stopped")),
+        "{log:?}"
+    );
+    for ws in &mut watchers {
+        assert_eq!(ws.until_closed().await.0.code, 1001);
+    }
+    // The batch was not committed, so it was not acknowledged either.
+    let held = (switches + ids.len()) as u64;
+    assert_eq!(
+        outbox(&redis).0,
+        held,
+        "unwritten events left in the outbox"
+    );
+
+    // The lock goes; B claims what A left, and every event lands once.
+    query(
+        &db,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE query LIKE '%pg_sleep(600)%' AND pid <> pg_backend_pid()",
+    )
+    .await;
+    let _ = locker.wait();
+    let _b = Instance::start(&[
+        ("REDIS_URL", redis_url.as_str()),
+        ("DATABASE_URL", db.as_str()),
+        ("AUDIT_CLAIM_IDLE_MS", "1000"),
+    ]);
+    assert_trail(&db, ids.len(), switches).await;
+    await_outbox_empty(&redis).await;
 }

@@ -490,7 +490,11 @@ async fn the_sweep_counts_no_repairs_while_sessions_change_under_it() {
     let sweeping = async {
         let mut repairs = 0;
         for _ in 0..2 {
-            repairs += store.sweep(Clock::System.now(), 5_000).await.unwrap();
+            repairs += store
+                .sweep(Clock::System.now(), 5_000)
+                .await
+                .unwrap()
+                .repairs;
         }
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         repairs

@@ -12,7 +12,7 @@ use synckairos::clock::Clock;
 use synckairos::domain::{Command, NewSession, Session, SessionId, Timestamp, deadline, decide};
 use synckairos::store::memory::MemoryStore;
 use synckairos::store::redis::RedisStore;
-use synckairos::store::{FeedEvent, OutboxStats, StateJson, Store, StoreError, Write};
+use synckairos::store::{FeedEvent, OutboxStats, StateJson, Store, StoreError, Swept, Write};
 
 use common::redis::RedisServer;
 use common::{T0, session_body};
@@ -323,25 +323,34 @@ pub async fn the_sweep_repairs_the_index_and_respects_leases(store: Arc<dyn Stor
     let id = s1.session_id;
     assert_eq!(
         store.sweep(T0, 5_000).await.unwrap(),
-        0,
-        "nothing to repair"
+        Swept {
+            repairs: 0,
+            sessions: Some(1)
+        },
+        "nothing to repair, one session counted"
     );
 
     // An entry lost: the sweep puts it back and the timeout can be claimed.
     store.reindex(id, 2, None).await.unwrap();
-    assert_eq!(store.sweep(T0, 5_000).await.unwrap(), 1);
+    assert_eq!(store.sweep(T0, 5_000).await.unwrap().repairs, 1);
     assert_eq!(
         store.claim_due(T0.plus(10_000), 5_000, 10).await.unwrap(),
         [id]
     );
     // That claim's lease is left alone...
-    assert_eq!(store.sweep(T0.plus(10_000), 5_000).await.unwrap(), 0);
+    assert_eq!(
+        store.sweep(T0.plus(10_000), 5_000).await.unwrap().repairs,
+        0
+    );
     // ...but an entry far from the deadline is stale and is reset.
     store
         .reindex(id, 2, Some(T0.plus(3_600_000)))
         .await
         .unwrap();
-    assert_eq!(store.sweep(T0.plus(10_000), 5_000).await.unwrap(), 1);
+    assert_eq!(
+        store.sweep(T0.plus(10_000), 5_000).await.unwrap().repairs,
+        1
+    );
     assert_eq!(
         store.claim_due(T0.plus(10_000), 5_000, 10).await.unwrap(),
         [id]

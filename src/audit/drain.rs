@@ -46,6 +46,8 @@ const CLAIM_EVERY_MAX: Duration = Duration::from_secs(10);
 /// database that stopped answering must not hold the batch, or a shutdown,
 /// forever).
 const INSERT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an insert under way at shutdown may still take to commit.
+const FINISH_ON_SHUTDOWN: Duration = Duration::from_secs(2);
 
 /// How one instance drains.
 #[derive(Clone, Debug)]
@@ -241,7 +243,17 @@ async fn commit(
     }
     let mut backoff = Backoff::new();
     loop {
-        let attempt = tokio::time::timeout(INSERT_TIMEOUT, db.insert(&events)).await;
+        let attempt = tokio::time::timeout(INSERT_TIMEOUT, db.insert(&events));
+        let abandon = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(FINISH_ON_SHUTDOWN).await;
+        };
+        let attempt = tokio::select! {
+            attempt = attempt => attempt,
+            // Not committed in time: the batch stays pending, to be claimed
+            // (and deduplicated, should the insert land after all).
+            _ = abandon => return false,
+        };
         match attempt.unwrap_or_else(|_| Err(DbError::Unavailable("insert timed out".into()))) {
             Ok(inserted) => {
                 stalled.store(false, Ordering::Relaxed);

@@ -36,6 +36,20 @@ pub enum Command {
     Timeout,
 }
 
+impl Command {
+    /// A stable lowercase name, for metric labels and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Start => "start",
+            Command::Switch { .. } => "switch",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Complete => "complete",
+            Command::Timeout => "timeout",
+        }
+    }
+}
+
 /// Why a command was refused. The state is left untouched by a refused command
 /// (but timeouts settled before it are still written).
 #[derive(Clone, Debug, PartialEq, Eq, Error)]

@@ -145,6 +145,9 @@ struct ErrorBody {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     details: Option<Value>,
+    /// The `x-request-id` of the request (an addition to the v2 envelope).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 impl IntoResponse for ApiError {
@@ -162,6 +165,7 @@ impl IntoResponse for ApiError {
                 code,
                 message,
                 details,
+                request_id: super::request_id::current(),
             },
         };
         (status, Json(body)).into_response()

@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod request_id;
 pub mod sessions;
 pub mod ws;
 
@@ -34,6 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, on};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any as AnyOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::audit::postgres::AuditDb;
@@ -107,6 +109,21 @@ fn route_table() -> RouteTable {
         .add(Method::GET, "/ws", ws::upgrade)
 }
 
+/// `METRICS_PORT`'s router: `/metrics` and nothing else.
+pub fn metrics_router() -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(health::metrics))
+        .fallback(not_found)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::RouteNotFound(format!(
+        "No route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
 /// The `(method, path)` of every route, as registered.
 pub fn routes() -> Vec<(Method, &'static str)> {
     route_table().routes
@@ -117,20 +134,19 @@ pub fn router(state: AppState, config: &Config) -> Router {
     let max_body = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
     let router = route_table()
         .router
-        .fallback(|req: Request| async move {
-            ApiError::RouteNotFound(format!(
-                "No route for {} {}",
-                req.method(),
-                req.uri().path()
-            ))
-        })
+        .fallback(not_found)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(max_body, reject_oversized))
         .layer(middleware::from_fn(time_limit))
         .layer(middleware::from_fn(record_metrics))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(panic_response))
+        // Outermost, so even a panic's response carries the id.
+        .layer(middleware::from_fn(request_id::scope))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::from_fn(request_id::sanitize))
         .with_state(state);
     match cors(config) {
         Some(layer) => router.layer(layer),
@@ -139,6 +155,17 @@ pub fn router(state: AppState, config: &Config) -> Router {
 }
 
 /// A handler panic becomes a 500 in the envelope instead of a dropped connection.
+/// One span per request at info level: method, path (never the query) and
+/// request id; no payloads.
+fn request_span(req: &Request) -> tracing::Span {
+    let id = req
+        .headers()
+        .get(request_id::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+}
+
 fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
     ApiError::Internal("handler panicked".into()).into_response()
 }

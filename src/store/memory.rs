@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, broadcast};
 
 use super::{
-    FeedEvent, OutboxEntry, OutboxStats, Receipt, Store, StoreError, Write, expiry_after,
+    FeedEvent, OutboxEntry, OutboxStats, Receipt, Store, StoreError, Swept, Write, expiry_after,
     index_needs_repair,
 };
 use crate::audit::AuditEvent;
@@ -323,7 +323,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn sweep(&self, now: Timestamp, lease_ms: i64) -> Result<usize, StoreError> {
+    async fn sweep(&self, now: Timestamp, lease_ms: i64) -> Result<Swept, StoreError> {
         let mut inner = self.lock();
         inner.purge_expired(now.ms());
         let mut repairs = Vec::new();
@@ -346,7 +346,10 @@ impl Store for MemoryStore {
             inner.set_due(id, at);
         }
         self.due_changed.notify_one();
-        Ok(repairs.len())
+        Ok(Swept {
+            repairs: repairs.len(),
+            sessions: Some(inner.sessions.len()),
+        })
     }
 
     async fn wait_for_due(&self, clock: &Clock) {

@@ -152,6 +152,16 @@ pub struct OutboxStats {
     pub oldest: Option<Timestamp>,
 }
 
+/// What one sweep of the deadline index found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Index entries repaired (should be zero).
+    pub repairs: usize,
+    /// Sessions stored, any status, until deleted or expired; `None` when
+    /// another instance held the sweep, so this one counted nothing.
+    pub sessions: Option<usize>,
+}
+
 /// The consumer group every instance's drain reads the outbox with.
 pub const OUTBOX_GROUP: &str = "audit";
 
@@ -213,9 +223,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Re-derives every stored session's deadline and repairs the index where
     /// it disagrees (an entry missing, stale or left behind), leaving leased
-    /// entries alone. Returns the number of repairs, which should be zero;
-    /// also zero when another instance is sweeping right now.
-    async fn sweep(&self, now: Timestamp, lease_ms: i64) -> Result<usize, StoreError>;
+    /// entries alone. Counts the sessions on the way (the sampled
+    /// `synckairos_active_sessions`); does nothing when another instance is
+    /// sweeping right now.
+    async fn sweep(&self, now: Timestamp, lease_ms: i64) -> Result<Swept, StoreError>;
 
     /// Resolves when [`Store::claim_due`] may find something: at the earliest
     /// deadline it knows of (Redis: learnt from polls and hints, with a

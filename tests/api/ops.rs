@@ -111,3 +111,40 @@ async fn every_served_route_answers_and_none_falls_through() {
         );
     }
 }
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_errors_repeat_it() {
+    let app = spawn_app().await;
+    let id_of = |r: &Reply| {
+        r.headers["x-request-id"]
+            .to_str()
+            .expect("x-request-id on every response")
+            .to_owned()
+    };
+    // Generated when the client sends none: unique, a UUID.
+    let a = app.get("/health").await;
+    let b = app.get("/v1/sessions/not-a-uuid").await;
+    assert_eq!(b.status, 400);
+    assert_ne!(id_of(&a), id_of(&b));
+    assert!(uuid::Uuid::parse_str(&id_of(&b)).is_ok(), "{}", id_of(&b));
+    assert_eq!(b.body["error"]["request_id"], id_of(&b).as_str());
+    // The client's own is kept, echoed and quoted in the error body...
+    let send = |value: String| {
+        let req = app
+            .client
+            .get(format!("{}/v1/sessions/{}", app.base, uuid()))
+            .header("x-request-id", value);
+        async move { req.send().await.unwrap() }
+    };
+    let own = send("client-trace_42.a:b".into()).await;
+    assert_eq!(own.status(), 404);
+    assert_eq!(own.headers()["x-request-id"], "client-trace_42.a:b");
+    let body: serde_json::Value = own.json().await.unwrap();
+    assert_eq!(body["error"]["request_id"], "client-trace_42.a:b");
+    // ...unless it is too long or not plain: then it is replaced.
+    for bad in ["x".repeat(129), "a b".into(), "<script>".into()] {
+        let r = send(bad.clone()).await;
+        let echoed = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(uuid::Uuid::parse_str(&echoed).is_ok(), "{bad:?} → {echoed}");
+    }
+}

@@ -304,6 +304,19 @@ impl Watcher {
     }
 }
 
+/// The sum of the samples of `series` in a Prometheus text page: every label
+/// set of a name, or one (`name{label="v"}`, labels as rendered); 0 if absent.
+pub fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A fresh random UUID string.
 pub fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()

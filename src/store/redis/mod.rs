@@ -35,7 +35,7 @@ use tokio::sync::broadcast;
 
 use super::{
     FeedEvent, OUTBOX_GROUP, OutboxEntry, OutboxStats, Receipt, StateJson, Store, StoreError,
-    Write, expiry_after, index_needs_repair,
+    Swept, Write, expiry_after, index_needs_repair,
 };
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
@@ -451,7 +451,7 @@ impl Store for RedisStore {
 
     /// One instance at a time (a short `SET NX` lock); SCANs the state keys
     /// (standalone Redis: on a Cluster this sees one node only).
-    async fn sweep(&self, now: Timestamp, lease_ms: i64) -> Result<usize, StoreError> {
+    async fn sweep(&self, now: Timestamp, lease_ms: i64) -> Result<Swept, StoreError> {
         let client = self.pool.next();
         let token = uuid::Uuid::new_v4().to_string();
         let locked: Option<String> = client
@@ -465,15 +465,15 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         if locked.is_none() {
-            return Ok(0);
+            return Ok(Swept::default());
         }
-        let repairs = self.sweep_buckets(client, now, lease_ms).await;
+        let swept = self.sweep_buckets(client, now, lease_ms).await;
         // Give the lock back if it is still ours (it expires anyway).
         let holder: Option<String> = client.get(keys::SWEEP_LOCK).await.map_err(unavailable)?;
         if holder.as_deref() == Some(token.as_str()) {
             let _: i64 = client.del(keys::SWEEP_LOCK).await.map_err(unavailable)?;
         }
-        repairs
+        swept
     }
 
     async fn wait_for_due(&self, clock: &Clock) {
@@ -713,10 +713,11 @@ impl RedisStore {
         client: &Client,
         now: Timestamp,
         lease_ms: i64,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Swept, StoreError> {
         let started = std::time::Instant::now();
         let now_at_check = || now.plus(i64::try_from(started.elapsed().as_millis()).unwrap_or(0));
         let mut repairs = 0;
+        let mut counted = 0;
         let mut live = HashSet::new();
         let mut pages = client.scan("sk:{*}:s:*", Some(500), None);
         while let Some(page) = pages.next().await {
@@ -738,6 +739,7 @@ impl RedisStore {
                 let Some(session) = session? else {
                     continue; // deleted or expired since the SCAN
                 };
+                counted += 1;
                 let expected = crate::domain::deadline(&session);
                 let indexed = indexed.map_err(unavailable)?.map(|at| at as i64);
                 if index_needs_repair(expected, indexed, now_at_check(), lease_ms)
@@ -772,7 +774,10 @@ impl RedisStore {
                 }
             }
         }
-        Ok(repairs)
+        Ok(Swept {
+            repairs,
+            sessions: Some(counted),
+        })
     }
 }
 
@@ -839,6 +844,11 @@ fn parse_score(s: &str) -> Option<i64> {
 /// Every Redis failure the caller can act on looks the same: the store is
 /// unavailable for now (timeouts, refused connections, failover).
 fn unavailable(e: fred::error::Error) -> StoreError {
+    let kind = match e.kind() {
+        fred::error::ErrorKind::Timeout => "timeout",
+        _ => "error",
+    };
+    metrics::counter!("synckairos_redis_errors_total", "kind" => kind).increment(1);
     StoreError::Unavailable(e.to_string())
 }
 
