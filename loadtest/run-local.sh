@@ -290,7 +290,7 @@ metric() { curl -sf "$1/metrics" | awk -v m="$2" 'index($0, m) == 1 { s += $NF }
             "$(metric "${bases[$i]}" synckairos_ws_slow_client_disconnects_total)" \
             "$(curl -sf "${bases[$i]}/metrics" | awk '/^synckairos_http_request_duration_seconds_count\{/ && /status="5/ { s += $NF } END { printf "%d", s }')"
     done
-    echo "redis: used_memory $(redis_field memory used_memory_human) (peak $(redis_field memory used_memory_peak_human)), keys $(rcli dbsize | tr -d '\r'), CPU $(echo "$(redis_cpu) $redis_cpu_before" | awk '{ printf "%.2f", $1 - $2 }') s, commands $(redis_field stats total_commands_processed)"
+    echo "redis: used_memory $(redis_field memory used_memory_human) (peak $(redis_field memory used_memory_peak_human)), keys $(rcli dbsize | tr -d '\r'), CPU $(echo "$(redis_cpu) $redis_cpu_before" | awk '{ printf "%.2f", $1 - $2 }') s, commands $(redis_field stats total_commands_processed), net in $(redis_field stats total_net_input_bytes) B, out $(redis_field stats total_net_output_bytes) B"
     if [ -n "$DB" ]; then
         # Give the drain a moment to write what is still in the outbox.
         backlog() {
