@@ -154,7 +154,6 @@ pub fn router(state: AppState, config: &Config) -> Router {
     }
 }
 
-/// A handler panic becomes a 500 in the envelope instead of a dropped connection.
 /// One span per request at info level: method, path (never the query) and
 /// request id; no payloads.
 fn request_span(req: &Request) -> tracing::Span {
@@ -166,6 +165,7 @@ fn request_span(req: &Request) -> tracing::Span {
     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
 }
 
+/// A handler panic becomes a 500 in the envelope instead of a dropped connection.
 fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
     ApiError::Internal("handler panicked".into()).into_response()
 }
