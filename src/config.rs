@@ -15,6 +15,41 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// Whether requests need a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Everyone may do everything (the v2 behaviour; loopback or trusted networks).
+    None,
+    /// JWT bearer tokens with roles (see `auth`).
+    Jwt,
+}
+
+/// A secret from the environment; its `Debug` form never shows it, so a
+/// logged configuration cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 /// What the binary does besides serving.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Subcommand)]
 pub enum Task {
@@ -140,9 +175,31 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub ws_send_queue: u64,
 
-    /// Comma-separated origins allowed by CORS (`*` for any). Unset: no CORS headers.
+    /// Comma-separated origins allowed by CORS (`*` for any). Unset: any
+    /// origin with `AUTH_MODE=none`, no CORS headers with `AUTH_MODE=jwt`.
     #[arg(long, env = "CORS_ORIGINS")]
     pub cors_origins: Option<String>,
+
+    /// `none` (everyone may do everything) or `jwt` (bearer tokens with roles).
+    #[arg(long, env = "AUTH_MODE", value_enum, default_value_t = AuthMode::None)]
+    pub auth_mode: AuthMode,
+
+    /// HS256 shared secret (at least 32 bytes); lets the server mint tokens too.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Path of a PEM public key (RSA for RS256, Ed25519 for EdDSA) that
+    /// tokens are verified with; they are issued elsewhere.
+    #[arg(long, env = "JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+
+    /// Required `iss` of every token, when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` of every token, when set.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
 
     /// `json` or `pretty`. Verbosity comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]

@@ -13,11 +13,13 @@
 //! - [`store`]: where state lives; [`store::memory`] is the embedded backend.
 //! - [`scheduler`]: applies timeouts when deadlines pass, with no client involved.
 //! - [`http`]: the REST API of API.md.
+//! - [`auth`]: tokens and roles: who may do what.
 //! - [`audit`]: audit records written atomically with each change.
 //! - [`server`]: wires it all together; `main.rs` and the tests start it.
 //! - [`config`], [`clock`], [`telemetry`]: configuration, time, logs and metrics.
 
 pub mod audit;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use synckairos::clock::Clock;
-use synckairos::config::{Config, Task};
+use synckairos::config::{AuthMode, Config, Task};
 use synckairos::server::{Server, audit_db};
 use synckairos::telemetry;
 
@@ -38,6 +38,12 @@ async fn main() -> ExitCode {
         metrics_addr = server.metrics_addr().map(|a| a.to_string()),
         "synckairos listening"
     );
+    if config.auth_mode == AuthMode::None && !config.host.is_loopback() {
+        tracing::warn!(
+            host = %config.host,
+            "AUTH_MODE=none: anyone who can reach this address can create, drive and delete every session; set AUTH_MODE=jwt"
+        );
+    }
     match (&config.database_url, config.outbox()) {
         (Some(_), _) => tracing::info!(
             migrate = config.migrate,

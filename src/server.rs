@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::drain::{self, DrainOptions};
 use crate::audit::postgres::{AuditDb, DbError};
+use crate::auth::{Auth, AuthConfigError};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -37,6 +38,8 @@ pub enum StartupError {
     Redis(#[from] ConnectError),
     #[error(transparent)]
     Database(#[from] DbError),
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
 }
 
 /// A bound, ready-to-run instance.
@@ -58,6 +61,7 @@ impl Server {
     /// Binds the listener and builds the store and engine; nothing runs until [`Server::run`].
     pub async fn build(config: &Config, clock: Clock) -> Result<Self, StartupError> {
         let audit = audit_db(config)?;
+        let auth = Arc::new(Auth::from_config(config)?);
         let store: Arc<dyn Store> = match &config.redis_url {
             Some(url) => Arc::new(RedisStore::connect(redis_options(config, url)).await?),
             None => Arc::new(
@@ -87,6 +91,7 @@ impl Server {
             )),
             ws_tasks: TaskTracker::new(),
             audit: audit.clone(),
+            auth,
         };
         let drain = audit.map(|db| {
             let options = DrainOptions {

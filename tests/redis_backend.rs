@@ -117,6 +117,7 @@ async fn two_instances_under_100_concurrent_switches_never_lose_an_update() {
         let switch = Command::Switch {
             next_participant_id: None,
             expected_version: None,
+            by: None,
         };
         replay = decide(&replay, &switch, Timestamp(*at))
             .write

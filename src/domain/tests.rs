@@ -68,6 +68,7 @@ fn switch() -> Command {
     Command::Switch {
         next_participant_id: None,
         expected_version: None,
+        by: None,
     }
 }
 
@@ -209,6 +210,7 @@ fn switch_to_a_named_participant_and_its_errors() {
     let to = |id| Command::Switch {
         next_participant_id: Some(id),
         expected_version: None,
+        by: None,
     };
     let s2 = run(&s, to(pid(2)), at(1000));
     assert_eq!(s2.active_participant_id, Some(pid(2)));
@@ -223,6 +225,7 @@ fn switch_to_a_named_participant_and_its_errors() {
         &Command::Switch {
             next_participant_id: None,
             expected_version: Some(s.version + 5),
+            by: None,
         },
         at(1000),
     );
@@ -238,6 +241,7 @@ fn switch_to_a_named_participant_and_its_errors() {
         &Command::Switch {
             next_participant_id: None,
             expected_version: Some(s.version),
+            by: None,
         },
         at(1000),
     );
@@ -303,6 +307,7 @@ fn per_group_runs_the_whole_group_down_together() {
         Command::Switch {
             next_participant_id: Some(pid(1)),
             expected_version: None,
+            by: None,
         },
         at(5000),
     );
@@ -580,6 +585,7 @@ fn expected_version_refuses_a_switch_that_a_settled_timeout_overtook() {
         &Command::Switch {
             next_participant_id: None,
             expected_version: Some(s.version),
+            by: None,
         },
         at(30_001),
     );
@@ -603,6 +609,7 @@ fn switching_to_oneself_earns_no_increment() {
     let to_self = Command::Switch {
         next_participant_id: Some(pid(0)),
         expected_version: None,
+        by: None,
     };
     let s = run(&s, to_self, at(1000));
     assert_eq!(s.participants[0].total_time_ms, MIN - 1000);
@@ -832,6 +839,7 @@ fn to_command(step: &Step, n: usize) -> Command {
         Step::Switch(i) => Command::Switch {
             next_participant_id: i.map(|i| pid(i % n)),
             expected_version: None,
+            by: None,
         },
         Step::Pause => Command::Pause,
         Step::Resume => Command::Resume,
@@ -982,4 +990,54 @@ fn remaining_is_never_negative_even_long_after() {
             assert!(remaining(&s, i, at(100 * MIN)) >= 0);
         }
     }
+}
+
+fn switch_by(p: usize) -> Command {
+    Command::Switch {
+        next_participant_id: None,
+        expected_version: None,
+        by: Some(pid(p)),
+    }
+}
+
+#[test]
+fn only_the_holder_of_the_turn_may_pass_it_on() {
+    let skip = json!({"action_on_timeout": {"type": "skip_cycle"}});
+    let s = run(
+        &new(SyncMode::PerParticipant, 2, skip),
+        Command::Start,
+        at(0),
+    );
+    let d = decide(&s, &switch_by(1), at(1000));
+    assert_eq!(d.result, Err(DomainError::NotYourTurn(pid(1))));
+    assert!(d.write.is_none(), "a refused switch writes nothing");
+    let s = run(&s, switch_by(0), at(1000));
+    assert_eq!(s.active_participant_id, Some(pid(1)));
+    // Once participant 1's bank has run out, the timeout settles first and
+    // the turn is 0's again: 1 may no longer switch, 0 may.
+    let late = at(1000 + MIN + 1);
+    assert_eq!(
+        decide(&s, &switch_by(1), late).result,
+        Err(DomainError::NotYourTurn(pid(1)))
+    );
+    // Not running: the status is what refuses, not the turn.
+    let paused = run(&s, Command::Pause, at(2000));
+    assert!(matches!(
+        decide(&paused, &switch_by(0), at(3000)).result,
+        Err(DomainError::InvalidTransition { .. })
+    ));
+}
+
+#[test]
+fn any_member_of_the_active_group_holds_the_turn() {
+    let s = run(
+        &new(SyncMode::PerGroup, 4, json!({})),
+        Command::Start,
+        at(0),
+    );
+    assert!(decide(&s, &switch_by(1), at(1000)).result.is_ok());
+    assert_eq!(
+        decide(&s, &switch_by(2), at(1000)).result,
+        Err(DomainError::NotYourTurn(pid(2)))
+    );
 }

@@ -28,6 +28,9 @@ pub enum Command {
         next_participant_id: Option<ParticipantId>,
         /// Refuse the switch unless the session is still at this version.
         expected_version: Option<u64>,
+        /// Who asks, when the caller is scoped to one participant (a
+        /// participant token): only the holder of the turn may pass it on.
+        by: Option<ParticipantId>,
     },
     Pause,
     Resume,
@@ -67,6 +70,8 @@ pub enum DomainError {
     UnknownParticipant(ParticipantId),
     #[error("next_participant_id {0} has expired and cannot take the turn")]
     ParticipantExpired(ParticipantId),
+    #[error("It is not participant {0}'s turn")]
+    NotYourTurn(ParticipantId),
 }
 
 /// A successful write: the next state (version already bumped) and its events.
@@ -121,6 +126,13 @@ pub fn decide(s: &Session, cmd: &Command, now: Timestamp) -> Decision {
                 actual: s.version + 1,
             })
         }
+        // Turn ownership is judged on the settled state: a timeout that
+        // already passed the turn hands it to the next participant.
+        Command::Switch { by: Some(by), .. }
+            if next.status == Status::Running && !holds_turn(&next, *by) =>
+        {
+            Err(DomainError::NotYourTurn(*by))
+        }
         Command::Start => start(&mut next, now, &mut events),
         Command::Switch {
             next_participant_id,
@@ -140,6 +152,18 @@ pub fn decide(s: &Session, cmd: &Command, now: Timestamp) -> Decision {
         }
     });
     Decision { write, result }
+}
+
+/// Whether `p` may pass the turn on: it is the active participant, or (team
+/// clocks) a member of the active group.
+fn holds_turn(s: &Session, p: ParticipantId) -> bool {
+    if s.active_participant_id == Some(p) {
+        return true;
+    }
+    s.active_group_id.is_some()
+        && s.participants
+            .iter()
+            .any(|x| x.participant_id == p && x.group_id == s.active_group_id)
 }
 
 fn refuse(s: &Session, verb: &'static str) -> Result<(), DomainError> {

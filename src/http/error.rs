@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::auth::AuthError;
 use crate::domain::{DomainError, FieldError};
 use crate::engine::EngineError;
 use crate::store::StoreError;
@@ -19,6 +20,14 @@ pub enum ApiError {
     Validation { details: Vec<FieldError> },
     /// 400: the command is not allowed in the session's current status.
     InvalidTransition(String),
+    /// 401: auth is on and the token is missing, invalid or expired.
+    Unauthorized(String),
+    /// 403: the token lacks the right; `reason` (e.g. `NOT_YOUR_TURN`) is
+    /// repeated in `details` for clients to branch on.
+    Forbidden {
+        message: String,
+        reason: Option<&'static str>,
+    },
     /// 404: unknown or deleted session.
     SessionNotFound(String),
     /// 409: an optimistic write lost, or `expected_version` did not match.
@@ -77,6 +86,13 @@ impl ApiError {
                 "INVALID_STATE_TRANSITION",
                 m.clone(),
                 None,
+            ),
+            Unauthorized(m) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", m.clone(), None),
+            Forbidden { message, reason } => (
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                message.clone(),
+                reason.map(|r| json!({ "reason": r })),
             ),
             SessionNotFound(m) => (StatusCode::NOT_FOUND, "SESSION_NOT_FOUND", m.clone(), None),
             Conflict { expected, actual } => (
@@ -168,7 +184,14 @@ impl IntoResponse for ApiError {
                 request_id: super::request_id::current(),
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -182,6 +205,22 @@ impl From<DomainError> for ApiError {
             DomainError::UnknownParticipant(_) | DomainError::ParticipantExpired(_) => {
                 ApiError::field("next_participant_id", e.to_string())
             }
+            DomainError::NotYourTurn(_) => ApiError::Forbidden {
+                message: e.to_string(),
+                reason: Some("NOT_YOUR_TURN"),
+            },
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthorized(m) => ApiError::Unauthorized(m.to_owned()),
+            AuthError::Forbidden(m) => ApiError::Forbidden {
+                message: m.to_owned(),
+                reason: None,
+            },
         }
     }
 }

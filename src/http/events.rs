@@ -13,6 +13,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::SessionPath;
 use crate::audit::postgres::HistoryEvent;
+use crate::auth::Caller;
 
 /// Events per page unless `limit` says otherwise, and the most it may say.
 const DEFAULT_LIMIT: u32 = 50;
@@ -35,8 +36,10 @@ pub struct Data {
 pub async fn list(
     State(app): State<AppState>,
     SessionPath(id): SessionPath,
+    caller: Caller,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Data>, ApiError> {
+    caller.read(id)?;
     let Query(params) =
         query.map_err(|_| ApiError::field("query", "is not a valid query string"))?;
     let limit = match params.get("limit") {

@@ -9,7 +9,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
+use super::AppState;
 use super::error::ApiError;
+use crate::auth::Caller;
 use crate::domain::SessionId;
 
 /// Deepest JSON nesting accepted in a body (API.md "Limits").
@@ -30,6 +32,29 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionPath {
             ApiError::field("id", format!("must be a UUID (got \"{shown}\")"))
         })
     }
+}
+
+/// The caller of a REST request, from `Authorization: Bearer <token>`: 401
+/// before the handler runs when auth is on and the token does not verify.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        Ok(app.auth.caller(bearer(&parts.headers))?)
+    }
+}
+
+/// The token of an `Authorization: Bearer` header (scheme case-insensitive).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// A JSON body, or `None` when the body is empty (switch accepts that).

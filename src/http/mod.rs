@@ -39,7 +39,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::audit::postgres::AuditDb;
-use crate::config::Config;
+use crate::auth::Auth;
+use crate::config::{AuthMode, Config};
 use crate::engine::Engine;
 use crate::fanout::Hub;
 use error::ApiError;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub ws_tasks: TaskTracker,
     /// The audit trail's database, for the history endpoint (read-only).
     pub audit: Option<AuditDb>,
+    /// Token verification (and minting, with a shared secret).
+    pub auth: Arc<Auth>,
 }
 
 /// A router that records the `(method, path)` of every route it is given.
@@ -91,6 +94,11 @@ fn route_table() -> RouteTable {
         .add(Method::GET, "/v1/sessions/{id}", sessions::get)
         .add(Method::DELETE, "/v1/sessions/{id}", sessions::delete)
         .add(Method::GET, "/v1/sessions/{id}/events", events::list)
+        .add(
+            Method::POST,
+            "/v1/sessions/{id}/tokens",
+            sessions::mint_token,
+        )
         .add(Method::POST, "/v1/sessions/{id}/start", sessions::start)
         .add(Method::POST, "/v1/sessions/{id}/switch", sessions::switch)
         .add(Method::POST, "/v1/sessions/{id}/pause", sessions::pause)
@@ -170,8 +178,14 @@ fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
     ApiError::Internal("handler panicked".into()).into_response()
 }
 
+/// `CORS_ORIGINS`, or by default any origin while no credentials are asked
+/// for (`AUTH_MODE=none`) and none with tokens.
 fn cors(config: &Config) -> Option<CorsLayer> {
-    let origins = config.cors_origins.as_deref()?.trim();
+    let origins = match config.cors_origins.as_deref() {
+        Some(origins) => origins.trim(),
+        None if config.auth_mode == AuthMode::None => "*",
+        None => return None,
+    };
     let allow = if origins == "*" {
         AllowOrigin::from(AnyOrigin)
     } else {

@@ -8,9 +8,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
+use std::time::Duration;
+
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, SessionPath};
+use crate::auth::{Caller, Role};
 use crate::domain::{self, Command, FieldError, NewSession, ParticipantId};
 use crate::engine::Snapshot;
 
@@ -33,8 +36,10 @@ fn state_response(status: StatusCode, s: &Snapshot) -> Response {
 /// POST /v1/sessions
 pub async fn create(
     State(app): State<AppState>,
+    caller: Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    caller.operate()?;
     let body = body.ok_or_else(|| ApiError::field("body", "is required"))?;
     let new = NewSession::parse(&body).map_err(|details| ApiError::Validation { details })?;
     let snapshot = app.engine.create(new).await?;
@@ -45,7 +50,9 @@ pub async fn create(
 pub async fn get(
     State(app): State<AppState>,
     SessionPath(id): SessionPath,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
+    caller.read(id)?;
     let snapshot = app.engine.get(id).await?;
     Ok(state_response(StatusCode::OK, &snapshot))
 }
@@ -54,19 +61,24 @@ pub async fn get(
 pub async fn delete(
     State(app): State<AppState>,
     SessionPath(id): SessionPath,
+    caller: Caller,
 ) -> Result<StatusCode, ApiError> {
+    caller.operate()?;
     app.engine.delete(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// POST /v1/sessions/{id}/switch with an optional
 /// `{ next_participant_id?, expected_version? }`; an empty body advances.
+/// A participant token may only pass on its own turn.
 pub async fn switch(
     State(app): State<AppState>,
     SessionPath(id): SessionPath,
+    caller: Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let cmd = parse_switch(body.as_ref())?;
+    let by = caller.switch(id)?;
+    let cmd = parse_switch(body.as_ref(), by)?;
     let s = app.engine.execute(id, cmd).await?;
     Ok(Json(Data {
         data: domain::switch_view(&s.session, s.at),
@@ -74,11 +86,12 @@ pub async fn switch(
     .into_response())
 }
 
-fn parse_switch(body: Option<&Value>) -> Result<Command, ApiError> {
+fn parse_switch(body: Option<&Value>, by: Option<ParticipantId>) -> Result<Command, ApiError> {
     let Some(body) = body else {
         return Ok(Command::Switch {
             next_participant_id: None,
             expected_version: None,
+            by,
         });
     };
     let obj = body
@@ -125,6 +138,7 @@ fn parse_switch(body: Option<&Value>) -> Result<Command, ApiError> {
     Ok(Command::Switch {
         next_participant_id,
         expected_version,
+        by,
     })
 }
 
@@ -132,7 +146,8 @@ fn parse_switch(body: Option<&Value>) -> Result<Command, ApiError> {
 macro_rules! command_handler {
     ($(#[$doc:meta])* $name:ident, $cmd:expr) => {
         $(#[$doc])*
-        pub async fn $name(State(app): State<AppState>, SessionPath(id): SessionPath) -> Result<Response, ApiError> {
+        pub async fn $name(State(app): State<AppState>, SessionPath(id): SessionPath, caller: Caller) -> Result<Response, ApiError> {
+            caller.operate()?;
             let s = app.engine.execute(id, $cmd).await?;
             Ok(state_response(StatusCode::OK, &s))
         }
@@ -159,3 +174,110 @@ command_handler!(
     complete,
     Command::Complete
 );
+
+/// Longest lifetime of a minted token, and the default.
+const MAX_TOKEN_TTL_SECONDS: u64 = 86_400;
+const DEFAULT_TOKEN_TTL_SECONDS: u64 = 3_600;
+
+/// A minted token, as returned.
+#[derive(Serialize)]
+struct MintedToken {
+    token: String,
+    token_type: &'static str,
+    role: Role,
+    session_id: domain::SessionId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    participant_id: Option<ParticipantId>,
+    /// Expiry, epoch milliseconds (the token's `exp` in seconds × 1000).
+    expires_at_ms: u64,
+}
+
+/// POST /v1/sessions/{id}/tokens `{ role, participant_id?, ttl_seconds? }`:
+/// a participant or viewer token for this session (admin or service; needs
+/// `JWT_SECRET`), so a backend need not implement JWT itself.
+pub async fn mint_token(
+    State(app): State<AppState>,
+    SessionPath(id): SessionPath,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    caller.operate()?;
+    let body = body.ok_or_else(|| ApiError::field("body", "is required"))?;
+    let (role, participant, ttl) = parse_mint(&body)?;
+    let session = app.engine.get(id).await?.session;
+    if let Some(p) = participant
+        && !session.participants.iter().any(|x| x.participant_id == p)
+    {
+        return Err(ApiError::field(
+            "participant_id",
+            "is not a participant of this session",
+        ));
+    }
+    let (token, exp) = app
+        .auth
+        .mint(id, role, participant, Duration::from_secs(ttl))?;
+    let minted = MintedToken {
+        token,
+        token_type: "Bearer",
+        role,
+        session_id: id,
+        participant_id: participant,
+        expires_at_ms: exp * 1000,
+    };
+    Ok((StatusCode::CREATED, Json(Data { data: minted })).into_response())
+}
+
+fn parse_mint(body: &Value) -> Result<(Role, Option<ParticipantId>, u64), ApiError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::field("body", "must be a JSON object"))?;
+    let mut details = Vec::new();
+    let role = match obj.get("role").and_then(Value::as_str) {
+        Some("participant") => Some(Role::Participant),
+        Some("viewer") => Some(Role::Viewer),
+        _ => {
+            details.push(FieldError::new(
+                "role",
+                "must be \"participant\" or \"viewer\"",
+            ));
+            None
+        }
+    };
+    let participant = match obj.get("participant_id") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let id = v.as_str().and_then(ParticipantId::parse);
+            if id.is_none() {
+                details.push(FieldError::new("participant_id", "must be a UUID string"));
+            }
+            id
+        }
+    };
+    match (role, participant) {
+        (Some(Role::Participant), None) if details.is_empty() => details.push(FieldError::new(
+            "participant_id",
+            "is required for a participant token",
+        )),
+        (Some(Role::Viewer), Some(_)) => details.push(FieldError::new(
+            "participant_id",
+            "must be absent for a viewer token",
+        )),
+        _ => {}
+    }
+    let ttl = match obj.get("ttl_seconds") {
+        None | Some(Value::Null) => Some(DEFAULT_TOKEN_TTL_SECONDS),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=MAX_TOKEN_TTL_SECONDS).contains(n)),
+    };
+    if ttl.is_none() {
+        details.push(FieldError::new(
+            "ttl_seconds",
+            format!("must be an integer between 1 and {MAX_TOKEN_TTL_SECONDS}"),
+        ));
+    }
+    match (role, ttl) {
+        (Some(role), Some(ttl)) if details.is_empty() => Ok((role, participant, ttl)),
+        _ => Err(ApiError::Validation { details }),
+    }
+}

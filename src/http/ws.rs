@@ -9,11 +9,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::bearer;
 use crate::domain::SessionId;
 use crate::fanout::{Frame, Hub, Rule};
 
@@ -113,7 +115,17 @@ pub async fn upgrade(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // Credentials are checked before the upgrade: a bad token gets a plain
+    // 401 (or 403 for another session's token), never a socket.
+    let session = session_param(query.as_deref());
+    let token = bearer(&headers).or_else(|| query_param(query.as_deref(), "token"));
+    let caller = app.auth.caller(token)?;
+    if let Ok(id) = session {
+        caller.read(id)?;
+    }
+    let expires = caller.expires_at();
     let ws = ws.map_err(|rejection| {
         ApiError::field(
             "Upgrade",
@@ -129,7 +141,6 @@ pub async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES);
-    let session = session_param(query.as_deref());
     let admitted = app.ws.admit(peer.ip());
     let tracker = app.ws_tasks.clone();
     Ok(ws.on_upgrade(move |socket| {
@@ -151,7 +162,7 @@ pub async fn upgrade(
                     .increment(1);
                 return close_now(socket, 1013, "too many connections for this session").await;
             }
-            serve(socket, app, session).await;
+            serve(socket, app, session, expires).await;
             drop(slot);
         })
     }))
@@ -159,12 +170,17 @@ pub async fn upgrade(
 
 /// The `sessionId` query parameter, or why it is unusable.
 fn session_param(query: Option<&str>) -> Result<SessionId, &'static str> {
-    let value = query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("sessionId="))
-        .ok_or("missing sessionId query parameter")?;
+    let value = query_param(query, "sessionId").ok_or("missing sessionId query parameter")?;
     SessionId::parse(value).ok_or("sessionId must be a UUID")
+}
+
+/// A raw query parameter (UUIDs and JWTs need no percent-decoding).
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|pair| {
+        pair.split_once('=')
+            .filter(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    })
 }
 
 async fn close_now(mut socket: WebSocket, code: u16, reason: &'static str) {
@@ -183,7 +199,9 @@ enum End {
     Gone,
 }
 
-async fn serve(socket: WebSocket, app: AppState, session: SessionId) {
+/// Serves one socket until it ends; `expires` (the token's `exp`) closes it
+/// with 4001 so a revoked-by-expiry client cannot keep watching.
+async fn serve(socket: WebSocket, app: AppState, session: SessionId, expires: Option<SystemTime>) {
     let (mut sink, mut stream) = socket.split();
     let clock = app.engine.clock().clone();
     let connected =
@@ -211,9 +229,20 @@ async fn serve(socket: WebSocket, app: AppState, session: SessionId) {
     let mut ping = tokio::time::interval(app.ws.ping_interval);
     ping.tick().await; // the first tick is immediate
     let mut unanswered_pings = 0u32;
+    let expiry = async {
+        match expires {
+            Some(at) => {
+                let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+                tokio::time::sleep(left).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expiry);
     let end = loop {
         tokio::select! {
             _ = app.ws.shutdown.cancelled() => break End::Close(1001, "server shutting down"),
+            _ = &mut expiry => break End::Close(4001, "token expired"),
             _ = sub.kicked.cancelled() => break KICKED,
             frame = sub.frames.recv() => match frame {
                 Some(Frame::Text { text, version }) => {

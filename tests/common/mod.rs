@@ -187,9 +187,23 @@ impl Reply {
 impl Rest {
     /// Sends a request; `body` is sent as JSON when given.
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.call_as(None, method, path, body).await
+    }
+
+    /// Sends a request with `Authorization: Bearer <token>` when a token is given.
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(b) = body {
             req = req.json(&b);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
         }
         Self::read(req.send().await.expect("request reaches the server")).await
     }

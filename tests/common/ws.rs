@@ -42,6 +42,29 @@ impl WsClient {
         Self { stream }
     }
 
+    /// Connects with `Authorization: Bearer <token>` on the upgrade request,
+    /// or returns the HTTP status the server refused the upgrade with.
+    pub async fn try_connect(url: &str, token: Option<&str>) -> Result<Self, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("a WebSocket URL");
+        if let Some(t) = token {
+            request.headers_mut().insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("a header value"),
+            );
+        }
+        match tokio::time::timeout(WAIT, connect_async(request))
+            .await
+            .expect("handshake within 10 s")
+        {
+            Ok((stream, _)) => Ok(Self { stream }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(e) => panic!("handshake failed without an HTTP answer: {e}"),
+        }
+    }
+
     /// The next server message, as JSON (control frames skipped).
     pub async fn next(&mut self) -> Value {
         match self.next_or_close().await {
