@@ -61,7 +61,7 @@ backlog() {
 # Starts one instance with the given extra environment, waits until ready.
 start() {
     [ -n "$server_pid" ] && { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; }
-    env REDIS_URL="redis://127.0.0.1:$REDIS_PORT" HOST=127.0.0.1 PORT=$PORT RUST_LOG=warn "$@" \
+    env REDIS_URL="redis://127.0.0.1:$REDIS_PORT" HOST=127.0.0.1 PORT=$PORT RUST_LOG=warn RATE_LIMIT_GENERAL=0 RATE_LIMIT_SWITCH=0 "$@" \
         ./target/release/synckairos &
     server_pid=$!
     until curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null; do sleep 0.05; done

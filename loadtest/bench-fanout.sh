@@ -26,7 +26,7 @@ until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
 bases=()
 for i in $(seq 0 $((INSTANCES - 1))); do
     port=$((FIRST_PORT + i))
-    REDIS_URL="redis://127.0.0.1:$REDIS_PORT" HOST=127.0.0.1 PORT=$port RUST_LOG=warn \
+    REDIS_URL="redis://127.0.0.1:$REDIS_PORT" HOST=127.0.0.1 PORT=$port RUST_LOG=warn RATE_LIMIT_GENERAL=0 RATE_LIMIT_SWITCH=0 \
         WS_MAX_CONNECTIONS_PER_IP=100000 ./target/release/synckairos &
     pids+=($!)
     until curl -sf "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.05; done

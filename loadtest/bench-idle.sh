@@ -32,7 +32,7 @@ for count in $COUNTS; do
         echo "connections=$count skipped: open-file limit is $limit (raise the hard limit to measure)"
         continue
     fi
-    REDIS_URL="redis://127.0.0.1:$REDIS_PORT" HOST=127.0.0.1 PORT=$PORT RUST_LOG=warn \
+    REDIS_URL="redis://127.0.0.1:$REDIS_PORT" HOST=127.0.0.1 PORT=$PORT RUST_LOG=warn RATE_LIMIT_GENERAL=0 RATE_LIMIT_SWITCH=0 \
         WS_MAX_CONNECTIONS=200000 WS_MAX_CONNECTIONS_PER_IP=200000 WS_MAX_CONNECTIONS_PER_SESSION=200000 \
         WS_PING_INTERVAL_MS=600000 ./target/release/synckairos &
     server_pid=$!

@@ -22,7 +22,7 @@ redis_pid=$!
 trap 'kill $server_pid $redis_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
 
-REDIS_URL="redis://127.0.0.1:$REDIS_PORT" HOST=127.0.0.1 PORT=$PORT RUST_LOG=warn \
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT" HOST=127.0.0.1 PORT=$PORT RUST_LOG=warn RATE_LIMIT_GENERAL=0 RATE_LIMIT_SWITCH=0 \
     ./target/release/synckairos &
 server_pid=$!
 until curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null; do sleep 0.05; done

@@ -60,7 +60,7 @@ measure_idle
 bases=()
 for i in $(seq 0 $((INSTANCES - 1))); do
     port=$((FIRST_PORT + i))
-    REDIS_URL="redis://127.0.0.1:$REDIS_PORT" HOST=127.0.0.1 PORT=$port RUST_LOG=warn \
+    REDIS_URL="redis://127.0.0.1:$REDIS_PORT" HOST=127.0.0.1 PORT=$port RUST_LOG=warn RATE_LIMIT_GENERAL=0 RATE_LIMIT_SWITCH=0 \
         SWEEP_INTERVAL_SECONDS=$SWEEP_INTERVAL_SECONDS ./target/release/synckairos &
     pids+=($!)
     until curl -sf "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.05; done

@@ -28,7 +28,8 @@
 #   KEEP            1: keep the temp dir (logs, databases) and print its path (0)
 # Other server variables in the environment (BUCKETS, WS_SEND_QUEUE,
 # SESSION_TTL_SECONDS, …) reach the instances; WS_MAX_CONNECTIONS_PER_IP
-# defaults to 100000 here (every client is 127.0.0.1) and
+# defaults to 100000 here (every client is 127.0.0.1), RATE_LIMIT_GENERAL and
+# RATE_LIMIT_SWITCH to 0 (off: the load comes from one address) and
 # SHUTDOWN_GRACE_SECONDS to 1.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -218,6 +219,7 @@ for i in $(seq 1 "$INSTANCES"); do
     $SETSID env "${db_env[@]}" REDIS_URL="$REDIS" HOST=127.0.0.1 PORT="$port" \
         RUST_LOG="${RUST_LOG:-warn}" LOG_FORMAT=pretty \
         WS_MAX_CONNECTIONS_PER_IP="${WS_MAX_CONNECTIONS_PER_IP:-100000}" \
+        RATE_LIMIT_GENERAL="${RATE_LIMIT_GENERAL:-0}" RATE_LIMIT_SWITCH="${RATE_LIMIT_SWITCH:-0}" \
         SHUTDOWN_GRACE_SECONDS="${SHUTDOWN_GRACE_SECONDS:-1}" \
         "$BIN" >"$dir/instance-$i.log" 2>&1 &
     server_pids+=($!)

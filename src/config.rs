@@ -136,6 +136,20 @@ pub struct Config {
           value_parser = clap::value_parser!(u16).range(1..=16_384))]
     pub buckets: u16,
 
+    /// Requests per minute per client (token `sub`, else IP) on the session
+    /// routes and the WebSocket upgrade, across all instances; 0 = off.
+    #[arg(long, env = "RATE_LIMIT_GENERAL", default_value_t = 1_200)]
+    pub rate_limit_general: u32,
+
+    /// Switches per second per session, across all instances; 0 = off.
+    #[arg(long, env = "RATE_LIMIT_SWITCH", default_value_t = 50)]
+    pub rate_limit_switch: u32,
+
+    /// Take the client address from `Fly-Client-IP` / the last
+    /// `X-Forwarded-For` entry (set only behind a proxy that writes them).
+    #[arg(long, env = "TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_proxy: bool,
+
     /// Largest accepted request body in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 262_144,
           value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]

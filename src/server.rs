@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::fanout::Hub;
 use crate::http::AppState;
+use crate::http::ratelimit::RateLimits;
 use crate::http::ws::WsLimits;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
@@ -92,6 +93,11 @@ impl Server {
             ws_tasks: TaskTracker::new(),
             audit: audit.clone(),
             auth,
+            limits: RateLimits {
+                general: config.rate_limit_general,
+                switch: config.rate_limit_switch,
+                trust_proxy: config.trust_proxy,
+            },
         };
         let drain = audit.map(|db| {
             let options = DrainOptions {

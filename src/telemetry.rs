@@ -115,6 +115,12 @@ fn describe() {
             &["timeout", "error"],
         ),
         (
+            "synckairos_rate_limited_total",
+            "requests refused by a rate limit",
+            "scope",
+            &["client", "switch"],
+        ),
+        (
             "synckairos_audit_events_written_total",
             "audit events inserted",
             "",

@@ -41,6 +41,8 @@ fn fly_toml_has_the_essential_keys() {
         Some("synckairos migrate")
     );
     assert_eq!(get(&fly, "env.MIGRATE").as_str(), Some("false"));
+    // Behind Fly's proxy the client address comes from Fly-Client-IP.
+    assert_eq!(get(&fly, "env.TRUST_PROXY").as_str(), Some("true"));
     // Secrets are set with `fly secrets set`, never committed.
     let env = get(&fly, "env").as_table().unwrap();
     assert!(!env.contains_key("REDIS_URL") && !env.contains_key("DATABASE_URL"));

@@ -34,6 +34,8 @@ pub enum ApiError {
     Conflict { expected: u64, actual: u64 },
     /// 409: create with an id in use.
     SessionExists(String),
+    /// 429: a rate limit; `Retry-After` says when to come back.
+    RateLimited { retry_after_s: u64 },
     /// 413: body over `MAX_BODY_BYTES`.
     PayloadTooLarge,
     /// 408: the request (its body upload included) took too long.
@@ -102,6 +104,12 @@ impl ApiError {
                 Some(json!({ "expected_version": expected, "actual_version": actual })),
             ),
             SessionExists(m) => (StatusCode::CONFLICT, "SESSION_EXISTS", m.clone(), None),
+            RateLimited { retry_after_s } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMIT_EXCEEDED",
+                format!("Too many requests; retry in {retry_after_s} s"),
+                None,
+            ),
             PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",

@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod ratelimit;
 pub mod request_id;
 pub mod sessions;
 pub mod ws;
@@ -58,6 +59,7 @@ pub struct AppState {
     pub audit: Option<AuditDb>,
     /// Token verification (and minting, with a shared secret).
     pub auth: Arc<Auth>,
+    pub limits: ratelimit::RateLimits,
 }
 
 /// A router that records the `(method, path)` of every route it is given.
@@ -147,6 +149,10 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(max_body, reject_oversized))
         .layer(middleware::from_fn(time_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::limit,
+        ))
         .layer(middleware::from_fn(record_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(panic_response))

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::bearer;
+use super::ratelimit::client_ip;
 use crate::domain::SessionId;
 use crate::fanout::{Frame, Hub, Rule};
 
@@ -141,7 +142,10 @@ pub async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES);
-    let admitted = app.ws.admit(peer.ip());
+    // Behind a trusted proxy every socket comes from the proxy's address:
+    // count the client's instead.
+    let ip = client_ip(&headers, Some(peer.ip()), app.limits.trust_proxy).unwrap_or(peer.ip());
+    let admitted = app.ws.admit(ip);
     let tracker = app.ws_tasks.clone();
     Ok(ws.on_upgrade(move |socket| {
         tracker.track_future(async move {

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use tokio::sync::{Notify, broadcast};
 
 use super::{
-    FeedEvent, OutboxEntry, OutboxStats, Receipt, Store, StoreError, Swept, Write, expiry_after,
-    index_needs_repair,
+    FeedEvent, OutboxEntry, OutboxStats, RateDecision, Receipt, Store, StoreError, Swept, Write,
+    expiry_after, gcra, index_needs_repair, rate_interval_us,
 };
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
@@ -43,7 +43,12 @@ pub struct MemoryStore {
     due_changed: Notify,
     /// Whether writes append their audit events to the outbox.
     outbox: bool,
+    /// Rate-limit key → GCRA theoretical arrival time (µs).
+    limits: Mutex<HashMap<String, i64>>,
 }
+
+/// Rate-limit entries kept before the idle ones are dropped.
+const LIMITS_BEFORE_PURGE: usize = 10_000;
 
 #[derive(Default)]
 struct Inner {
@@ -83,6 +88,7 @@ impl MemoryStore {
             feed: broadcast::channel(FEED_CAPACITY).0,
             due_changed: Notify::new(),
             outbox: true,
+            limits: Mutex::new(HashMap::new()),
         }
     }
 
@@ -433,5 +439,28 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        period: std::time::Duration,
+    ) -> Result<RateDecision, StoreError> {
+        let now_us = self.clock.now().ms().saturating_mul(1000);
+        let mut limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        if limits.len() >= LIMITS_BEFORE_PURGE {
+            limits.retain(|_, tat| *tat > now_us);
+        }
+        let (decision, tat) = gcra(
+            limits.get(key).copied(),
+            now_us,
+            rate_interval_us(limit, period),
+            limit,
+        );
+        if let Some(tat) = tat {
+            limits.insert(key.to_owned(), tat);
+        }
+        Ok(decision)
     }
 }

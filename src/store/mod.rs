@@ -162,6 +162,53 @@ pub struct Swept {
     pub sessions: Option<usize>,
 }
 
+/// One rate-limit check: whether the request may go, and what the
+/// `RateLimit-*` and `Retry-After` headers report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateDecision {
+    pub allowed: bool,
+    /// Requests still allowed at once after this one.
+    pub remaining: u64,
+    /// When refused: how long until one more request is allowed (µs).
+    pub retry_after_us: u64,
+    /// How long until the full burst is available again (µs).
+    pub reset_us: u64,
+}
+
+/// The generic cell rate algorithm (GCRA): `limit` requests per period, one
+/// every `interval_us`, bursts of up to `limit`. The whole state is one
+/// number, the theoretical arrival time `tat` (µs); `None` = never seen.
+/// Returns the decision and, when allowed, the new `tat` to store. The Redis
+/// backend runs the same arithmetic in `ratelimit.lua`.
+pub fn gcra(
+    tat: Option<i64>,
+    now_us: i64,
+    interval_us: i64,
+    limit: u32,
+) -> (RateDecision, Option<i64>) {
+    let burst = interval_us.saturating_mul(i64::from(limit));
+    let tat = tat.unwrap_or(now_us).max(now_us);
+    let new_tat = tat.saturating_add(interval_us);
+    let allow_at = new_tat - burst;
+    let us = |d: i64| u64::try_from(d).unwrap_or(0);
+    if now_us < allow_at {
+        let decision = RateDecision {
+            allowed: false,
+            remaining: 0,
+            retry_after_us: us(allow_at - now_us),
+            reset_us: us(tat - now_us),
+        };
+        return (decision, None);
+    }
+    let decision = RateDecision {
+        allowed: true,
+        remaining: us((burst - (new_tat - now_us)) / interval_us.max(1)),
+        retry_after_us: 0,
+        reset_us: us(new_tat - now_us),
+    };
+    (decision, Some(new_tat))
+}
+
 /// The consumer group every instance's drain reads the outbox with.
 pub const OUTBOX_GROUP: &str = "audit";
 
@@ -260,6 +307,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the backend answers; `/ready` reports this.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Counts one request against `key`'s limit of `limit` per `period`
+    /// ([`gcra`]); shared by every instance on the same store.
+    async fn rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        period: std::time::Duration,
+    ) -> Result<RateDecision, StoreError>;
+}
+
+/// The emission interval of `limit` per `period`, in µs (at least 1).
+pub fn rate_interval_us(limit: u32, period: std::time::Duration) -> i64 {
+    let period_us = i64::try_from(period.as_micros()).unwrap_or(i64::MAX);
+    (period_us / i64::from(limit.max(1))).max(1)
 }
 
 /// Whether an index entry `indexed` disagrees with a session's deadline
@@ -275,5 +337,36 @@ pub fn index_needs_repair(
         (Some(d), Some(at)) if at == d.ms() => false,
         (Some(d), Some(at)) => !(at > d.ms() && at <= now.ms() + lease_ms),
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod gcra_tests {
+    use super::gcra;
+
+    #[test]
+    fn a_burst_of_limit_then_one_per_interval() {
+        // 3 per 3 s: one every second, bursts of 3.
+        let (i, limit) = (1_000_000, 3);
+        let mut tat = None;
+        let mut allowed = Vec::new();
+        for _ in 0..4 {
+            let (d, next) = gcra(tat, 0, i, limit);
+            allowed.push((d.allowed, d.remaining));
+            tat = next.or(tat);
+        }
+        assert_eq!(allowed, [(true, 2), (true, 1), (true, 0), (false, 0)]);
+        let (refused, _) = gcra(tat, 0, i, limit);
+        assert_eq!(
+            (refused.retry_after_us, refused.reset_us),
+            (1_000_000, 3_000_000)
+        );
+        // One interval later exactly one more goes through.
+        let (d, next) = gcra(tat, 1_000_000, i, limit);
+        assert!(d.allowed);
+        assert!(!gcra(next, 1_000_000, i, limit).0.allowed);
+        // Long idle: the full burst is back, not more.
+        let (d, _) = gcra(next, 100_000_000, i, limit);
+        assert_eq!((d.allowed, d.remaining), (true, 2));
     }
 }

@@ -110,6 +110,10 @@ pub fn test_config() -> Config {
     config.port = 0;
     config.redis_url = None;
     config.database_url = None;
+    // Tests drive sessions from one address as fast as they can; the rate
+    // limits have their own tests (tests/ratelimit.rs).
+    config.rate_limit_general = 0;
+    config.rate_limit_switch = 0;
     config
 }
 

@@ -7,13 +7,16 @@ use std::time::{Duration, Instant};
 
 use super::redis::RedisServer;
 
-/// The binary with an empty environment, on loopback, port 0, JSON logs.
+/// The binary with an empty environment, on loopback, port 0, JSON logs,
+/// rate limits off (tests drive it from one address as fast as they can).
 pub fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_synckairos"));
     cmd.env_clear()
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
         .env("LOG_FORMAT", "json")
+        .env("RATE_LIMIT_GENERAL", "0")
+        .env("RATE_LIMIT_SWITCH", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd

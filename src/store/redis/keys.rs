@@ -10,6 +10,7 @@
 //! | `sk:{b}:c:<id>` | shard channel | updates of that session |
 //! | `sk:{b}:hint` | shard channel | a deadline set earlier than every entry of the bucket |
 //! | `sk:meta` | hash | `buckets`: the bucket count this deployment was created with |
+//! | `sk:rl:{h}` | string | a rate limit's GCRA state (`h`: hash of the client or session key); expires when idle |
 
 use crate::domain::SessionId;
 
@@ -22,12 +23,23 @@ pub const SWEEP_LOCK: &str = "sk:sweep";
 /// Which bucket a session lives in: FNV-1a over the UUID's bytes, so every
 /// instance (and any other tool) computes the same bucket.
 pub fn bucket(id: SessionId, buckets: u16) -> u16 {
+    (fnv1a(id.0.as_bytes()) % u64::from(buckets.max(1))) as u16
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.0.as_bytes() {
+    for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    (h % u64::from(buckets.max(1))) as u16
+    h
+}
+
+/// A rate limit's state. The key is hashed (FNV-1a, hex) so any client
+/// string makes a short key, and is its own hash tag: limits spread over a
+/// Cluster's slots.
+pub fn rate_limit(key: &str) -> String {
+    format!("sk:rl:{{{:016x}}}", fnv1a(key.as_bytes()))
 }
 
 /// The state hash of a session.

@@ -34,8 +34,8 @@ use thiserror::Error;
 use tokio::sync::broadcast;
 
 use super::{
-    FeedEvent, OUTBOX_GROUP, OutboxEntry, OutboxStats, Receipt, StateJson, Store, StoreError,
-    Swept, Write, expiry_after, index_needs_repair,
+    FeedEvent, OUTBOX_GROUP, OutboxEntry, OutboxStats, RateDecision, Receipt, StateJson, Store,
+    StoreError, Swept, Write, expiry_after, index_needs_repair, rate_interval_us,
 };
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
@@ -87,6 +87,7 @@ struct Scripts {
     claim: Script,
     reindex: Script,
     ack: Script,
+    rate_limit: Script,
 }
 
 impl Scripts {
@@ -97,16 +98,18 @@ impl Scripts {
             claim: Script::from_lua(include_str!("claim.lua")),
             reindex: Script::from_lua(include_str!("reindex.lua")),
             ack: Script::from_lua(include_str!("ack.lua")),
+            rate_limit: Script::from_lua(include_str!("ratelimit.lua")),
         }
     }
 
-    fn all(&self) -> [&Script; 5] {
+    fn all(&self) -> [&Script; 6] {
         [
             &self.write,
             &self.delete,
             &self.claim,
             &self.reindex,
             &self.ack,
+            &self.rate_limit,
         ]
     }
 }
@@ -648,6 +651,36 @@ impl Store for RedisStore {
             )));
         }
         Ok(())
+    }
+
+    async fn rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        period: Duration,
+    ) -> Result<RateDecision, StoreError> {
+        let args: Vec<Value> = vec![
+            Value::Integer(rate_interval_us(limit, period)),
+            Value::Integer(i64::from(limit)),
+        ];
+        let reply: Vec<i64> = self
+            .scripts
+            .rate_limit
+            .evalsha_with_reload(self.pool.next(), vec![keys::rate_limit(key)], args)
+            .await
+            .map_err(unavailable)?;
+        let us = |v: i64| u64::try_from(v).unwrap_or(0);
+        match reply.as_slice() {
+            [allowed, remaining, retry, reset] => Ok(RateDecision {
+                allowed: *allowed == 1,
+                remaining: us(*remaining),
+                retry_after_us: us(*retry),
+                reset_us: us(*reset),
+            }),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected rate-limit reply {other:?}"
+            ))),
+        }
     }
 }
 
