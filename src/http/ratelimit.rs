@@ -31,7 +31,8 @@ pub struct RateLimits {
 }
 
 /// Checks the limits that apply to this request; a refusal is a 429 with
-/// `Retry-After`, and every limited response carries `RateLimit-*`.
+/// `Retry-After`, and every limited response carries `RateLimit-*`. The
+/// client and session limits are asked at once (one round trip of latency).
 pub async fn limit(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -42,34 +43,29 @@ pub async fn limit(State(app): State<AppState>, req: Request, next: Next) -> Res
         return next.run(req).await;
     }
     let limits = app.limits;
-    let mut shown = None;
-    if limits.general > 0 {
-        let key = client_key(&app, &req, limits.trust_proxy);
-        match check(
-            &app,
-            &key,
-            limits.general,
-            Duration::from_secs(60),
-            "client",
+    let client = (limits.general > 0).then(|| client_key(&app, &req, limits.trust_proxy));
+    let session = (limits.switch > 0 && route == "/v1/sessions/{id}/switch").then(|| {
+        format!(
+            "switch:{}",
+            req.uri().path().split('/').nth(3).unwrap_or_default()
         )
-        .await
-        {
-            Err(refused) => return refused,
-            Ok(d) => shown = d.map(|d| (limits.general, d)),
-        }
-    }
-    if limits.switch > 0 && route == "/v1/sessions/{id}/switch" {
-        let session = req.uri().path().split('/').nth(3).unwrap_or_default();
-        let key = format!("switch:{session}");
-        match check(&app, &key, limits.switch, Duration::from_secs(1), "switch").await {
-            Err(refused) => return refused,
-            // Show whichever limit is closer to refusing.
-            Ok(Some(d)) if shown.is_none_or(|(_, g)| d.remaining < g.remaining) => {
-                shown = Some((limits.switch, d));
-            }
-            Ok(_) => {}
-        }
-    }
+    });
+    let minute = Duration::from_secs(60);
+    let second = Duration::from_secs(1);
+    let (general, switch) = tokio::join!(
+        check(&app, client.as_deref(), limits.general, minute, "client"),
+        check(&app, session.as_deref(), limits.switch, second, "switch"),
+    );
+    let (general, switch) = match (general, switch) {
+        (Err(refused), _) | (_, Err(refused)) => return refused,
+        (Ok(g), Ok(s)) => (g, s),
+    };
+    // Show whichever limit is closer to refusing.
+    let shown = match (general, switch) {
+        (Some(g), Some(s)) if s.remaining < g.remaining => Some((limits.switch, s)),
+        (Some(g), _) => Some((limits.general, g)),
+        (None, s) => s.map(|s| (limits.switch, s)),
+    };
     let mut response = next.run(req).await;
     if let Some((limit, decision)) = shown {
         headers(response.headers_mut(), limit, &decision);
@@ -77,15 +73,19 @@ pub async fn limit(State(app): State<AppState>, req: Request, next: Next) -> Res
     response
 }
 
-/// One limit: `Err` is the finished 429; `Ok(None)` when the store could not
-/// be asked (the limit fails open: the request itself will meet the outage).
+/// One limit (none when `key` is `None`): `Err` is the finished 429;
+/// `Ok(None)` also when the store could not be asked (the limit fails open:
+/// the request itself will meet the outage).
 async fn check(
     app: &AppState,
-    key: &str,
+    key: Option<&str>,
     limit: u32,
     period: Duration,
     scope: &'static str,
 ) -> Result<Option<RateDecision>, Response> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
     match app.engine.store().rate_limit(key, limit, period).await {
         Ok(d) if d.allowed => Ok(Some(d)),
         Ok(d) => {
