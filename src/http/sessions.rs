@@ -98,19 +98,7 @@ fn parse_switch(body: Option<&Value>, by: Option<ParticipantId>) -> Result<Comma
         .as_object()
         .ok_or_else(|| ApiError::field("body", "must be a JSON object"))?;
     let mut details = Vec::new();
-    let next_participant_id = match obj.get("next_participant_id") {
-        None | Some(Value::Null) => None,
-        Some(v) => {
-            let id = v.as_str().and_then(ParticipantId::parse);
-            if id.is_none() {
-                details.push(FieldError::new(
-                    "next_participant_id",
-                    "must be a UUID string",
-                ));
-            }
-            id
-        }
-    };
+    let next_participant_id = optional_participant(obj, "next_participant_id", &mut details);
     let expected_version = match obj.get("expected_version") {
         None | Some(Value::Null) => None,
         Some(v) => {
@@ -140,6 +128,21 @@ fn parse_switch(body: Option<&Value>, by: Option<ParticipantId>) -> Result<Comma
         expected_version,
         by,
     })
+}
+
+/// An optional participant id field (`null` = absent); a malformed one is
+/// added to `details`.
+fn optional_participant(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+    details: &mut Vec<FieldError>,
+) -> Option<ParticipantId> {
+    let v = obj.get(field).filter(|v| !v.is_null())?;
+    let id = v.as_str().and_then(ParticipantId::parse);
+    if id.is_none() {
+        details.push(FieldError::new(field, "must be a UUID string"));
+    }
+    id
 }
 
 /// Handlers for the body-less commands (any body is ignored, as in v2).
@@ -243,16 +246,7 @@ fn parse_mint(body: &Value) -> Result<(Role, Option<ParticipantId>, u64), ApiErr
             None
         }
     };
-    let participant = match obj.get("participant_id") {
-        None | Some(Value::Null) => None,
-        Some(v) => {
-            let id = v.as_str().and_then(ParticipantId::parse);
-            if id.is_none() {
-                details.push(FieldError::new("participant_id", "must be a UUID string"));
-            }
-            id
-        }
-    };
+    let participant = optional_participant(obj, "participant_id", &mut details);
     match (role, participant) {
         (Some(Role::Participant), None) if details.is_empty() => details.push(FieldError::new(
             "participant_id",
