@@ -66,7 +66,7 @@ pub enum Caller {
 }
 
 /// Why a request is refused.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum AuthError {
     /// 401: no token, or one that does not verify.
     #[error("{0}")]
@@ -96,7 +96,6 @@ pub enum AuthConfigError {
 
 /// The verifier (and, with a shared secret, the issuer) of tokens.
 pub struct Auth {
-    mode: AuthMode,
     decoding: Option<(DecodingKey, Validation)>,
     /// Only with HS256: the server can mint tokens itself.
     encoding: Option<EncodingKey>,
@@ -108,7 +107,6 @@ impl Auth {
     /// Reads the mode and keys once, at start-up.
     pub fn from_config(config: &Config) -> Result<Self, AuthConfigError> {
         let mut auth = Self {
-            mode: config.auth_mode,
             decoding: None,
             encoding: None,
             issuer: config.jwt_issuer.clone(),
@@ -155,11 +153,6 @@ impl Auth {
         }
         auth.decoding = Some((key, validation));
         Ok(auth)
-    }
-
-    /// Whether requests need a token at all.
-    pub fn enabled(&self) -> bool {
-        self.mode == AuthMode::Jwt
     }
 
     /// The caller of a request that presented `token` (or none).

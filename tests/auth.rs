@@ -487,3 +487,22 @@ fn a_jwt_configuration_without_a_usable_key_fails_clearly() {
     let shown = format!("{:?}", jwt_config());
     assert!(!shown.contains(SECRET), "{shown}");
 }
+
+#[tokio::test]
+async fn the_rate_limit_counts_each_token_subject_on_its_own() {
+    // Same address, two subjects: each has its own budget of 2 a minute.
+    let mut config = jwt_config();
+    config.rate_limit_general = 2;
+    let app = spawn_with(config, Clock::System, None).await;
+    let path = format!("/v1/sessions/{}", common::uuid());
+    let alice = signed(&claims(json!({"role": "service", "sub": "alice"})));
+    let bob = signed(&claims(json!({"role": "service", "sub": "bob"})));
+    for _ in 0..2 {
+        let r = app.call_as(Some(&alice), Method::GET, &path, None).await;
+        assert_eq!(r.status, 404);
+    }
+    let r = app.call_as(Some(&alice), Method::GET, &path, None).await;
+    assert_eq!(r.status, 429);
+    let r = app.call_as(Some(&bob), Method::GET, &path, None).await;
+    assert_eq!(r.status, 404, "bob's budget is his own: {}", r.text);
+}

@@ -3,15 +3,17 @@
 //! an oversized body. Handlers only ever see parsed values.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::Caller;
+use crate::auth::{AuthError, Caller};
 use crate::domain::SessionId;
 
 /// Deepest JSON nesting accepted in a body (API.md "Limits").
@@ -34,14 +36,44 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionPath {
     }
 }
 
-/// The caller of a REST request, from `Authorization: Bearer <token>`: 401
-/// before the handler runs when auth is on and the token does not verify.
+/// The verdict on a request's credentials, reached once per request by
+/// [`authenticate`] and read by the rate limiter and the [`Caller`] extractor.
+#[derive(Clone)]
+pub struct Authenticated(pub Result<Caller, AuthError>);
+
+/// Verifies the request's token once: from `Authorization: Bearer`, or on
+/// the WebSocket upgrade also from `?token=` (browsers cannot set headers
+/// there). Refusing is left to the routes that need a caller.
+pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let query_token = (req.uri().path() == "/ws")
+        .then(|| query_param(req.uri().query(), "token"))
+        .flatten();
+    let verdict = app.auth.caller(bearer(req.headers()).or(query_token));
+    req.extensions_mut().insert(Authenticated(verdict));
+    next.run(req).await
+}
+
+/// The caller of a request: 401 before the handler runs when auth is on
+/// and the token does not verify.
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        Ok(app.auth.caller(bearer(&parts.headers))?)
+        let verdict = match parts.extensions.get::<Authenticated>() {
+            Some(Authenticated(verdict)) => verdict.clone(),
+            None => app.auth.caller(bearer(&parts.headers)),
+        };
+        Ok(verdict?)
     }
+}
+
+/// A raw query parameter (UUIDs and JWTs need no percent-decoding).
+pub fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|pair| {
+        pair.split_once('=')
+            .filter(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    })
 }
 
 /// The token of an `Authorization: Bearer` header (scheme case-insensitive).

@@ -153,6 +153,11 @@ pub fn router(state: AppState, config: &Config) -> Router {
             state.clone(),
             ratelimit::limit,
         ))
+        // Outside the rate limiter, which counts a token's subject.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            extract::authenticate,
+        ))
         .layer(middleware::from_fn(record_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(panic_response))

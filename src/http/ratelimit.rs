@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::bearer;
+use super::extract::Authenticated;
 use crate::auth::Caller;
 use crate::store::RateDecision;
 
@@ -43,7 +43,7 @@ pub async fn limit(State(app): State<AppState>, req: Request, next: Next) -> Res
         return next.run(req).await;
     }
     let limits = app.limits;
-    let client = (limits.general > 0).then(|| client_key(&app, &req, limits.trust_proxy));
+    let client = (limits.general > 0).then(|| client_key(&req, limits.trust_proxy));
     let session = (limits.switch > 0 && route == "/v1/sessions/{id}/switch").then(|| {
         format!(
             "switch:{}",
@@ -123,9 +123,9 @@ fn headers(h: &mut HeaderMap, limit: u32, d: &RateDecision) {
 
 /// Who the general limit counts: a verified token's subject, else the
 /// client address.
-fn client_key(app: &AppState, req: &Request, trust_proxy: bool) -> String {
-    if let Ok(Caller::Token(c)) = app.auth.caller(bearer(req.headers())) {
-        return match c.sub {
+fn client_key(req: &Request, trust_proxy: bool) -> String {
+    if let Some(Authenticated(Ok(Caller::Token(c)))) = req.extensions().get::<Authenticated>() {
+        return match &c.sub {
             Some(sub) => format!("sub:{sub}"),
             None => format!("role:{:?}:{:?}:{:?}", c.role, c.sid, c.pid),
         };

@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::bearer;
+use super::extract::query_param;
 use super::ratelimit::client_ip;
+use crate::auth::Caller;
 use crate::domain::SessionId;
 use crate::fanout::{Frame, Hub, Rule};
 
@@ -117,12 +118,11 @@ pub async fn upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
-    // Credentials are checked before the upgrade: a bad token gets a plain
-    // 401 (or 403 for another session's token), never a socket.
+    // Credentials are checked before the upgrade (the extractor answers 401
+    // for a bad token, this 403 for another session's), never on a socket.
     let session = session_param(query.as_deref());
-    let token = bearer(&headers).or_else(|| query_param(query.as_deref(), "token"));
-    let caller = app.auth.caller(token)?;
     if let Ok(id) = session {
         caller.read(id)?;
     }
@@ -176,15 +176,6 @@ pub async fn upgrade(
 fn session_param(query: Option<&str>) -> Result<SessionId, &'static str> {
     let value = query_param(query, "sessionId").ok_or("missing sessionId query parameter")?;
     SessionId::parse(value).ok_or("sessionId must be a UUID")
-}
-
-/// A raw query parameter (UUIDs and JWTs need no percent-decoding).
-fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
-    query?.split('&').find_map(|pair| {
-        pair.split_once('=')
-            .filter(|(key, _)| *key == name)
-            .map(|(_, value)| value)
-    })
 }
 
 async fn close_now(mut socket: WebSocket, code: u16, reason: &'static str) {
