@@ -35,6 +35,22 @@ async fn serves_with_no_configuration_and_stops_cleanly_on_sigterm() {
     );
 }
 
+/// The body of a plain HTTP/1.1 GET on a fresh connection.
+fn get(addr: &str, path: &str) -> String {
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    reply
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
 #[test]
 fn a_stalled_client_does_not_hold_shutdown_beyond_the_grace_period() {
     let server = Instance::start(&[("SHUTDOWN_GRACE_SECONDS", "1")]);
@@ -54,6 +70,20 @@ fn a_stalled_client_does_not_hold_shutdown_beyond_the_grace_period() {
     stalled
         .write_all(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
         .unwrap();
+    // Wait until the server is inside that request (in flight: it and the
+    // /metrics request asking), or the signal could beat its headers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while common::metric(
+        &get(&server.addr(), "/metrics"),
+        "synckairos_http_requests_in_flight",
+    ) < 2.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled request never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // It exits by itself while the client still holds the connection.
     let (status, log) = server.terminate();
