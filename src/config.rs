@@ -155,6 +155,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
     pub max_body_bytes: u64,
 
+    /// How long a connection may take to send a request's headers, and may
+    /// sit idle between requests, before it is closed (slowloris guard; it
+    /// bounds the WebSocket handshake too).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub header_read_timeout_ms: u64,
+
     /// After SIGTERM, how long in-flight requests may finish before the
     /// process exits anyway (keep it below the platform's kill timeout).
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 10,

@@ -54,16 +54,9 @@ async fn main() -> ExitCode {
         ),
         (None, false) => tracing::info!("DATABASE_URL unset: audit trail to PostgreSQL is off"),
     }
-    match server.run(shutdown).await {
-        Ok(()) => {
-            tracing::info!("synckairos stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "server failed");
-            ExitCode::FAILURE
-        }
-    }
+    server.run(shutdown).await;
+    tracing::info!("synckairos stopped");
+    ExitCode::SUCCESS
 }
 
 /// `synckairos migrate`: applies the migrations and exits (a release step).

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +52,8 @@ pub struct Server {
     router: axum::Router,
     /// How long in-flight requests may run on after the shutdown signal.
     grace: Duration,
+    /// Bound on reading a request's headers and on keep-alive idleness.
+    header_timeout: Duration,
     sweep_interval: Duration,
     /// The audit drain's database and settings, when `DATABASE_URL` is set.
     drain: Option<(AuditDb, DrainOptions)>,
@@ -115,6 +116,7 @@ impl Server {
             state,
             router,
             grace: Duration::from_secs(config.shutdown_grace_seconds),
+            header_timeout: Duration::from_millis(config.header_read_timeout_ms),
             sweep_interval: Duration::from_secs(config.sweep_interval_seconds),
             drain,
         })
@@ -145,10 +147,7 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then stops accepting, finishes
     /// in-flight requests and stops the background tasks.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let background = CancellationToken::new();
         let timeouts = tokio::spawn(scheduler::run(self.engine.clone(), background.clone()));
         tokio::spawn(self.state.hub.clone().run(background.clone()));
@@ -159,15 +158,12 @@ impl Server {
         ));
         tokio::spawn(crate::telemetry::upkeep(background.clone()));
         if let Some(listener) = self.metrics_listener {
-            let stop = background.clone();
-            tokio::spawn(async move {
-                let served = axum::serve(listener, http::metrics_router())
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "metrics listener failed");
-                }
-            });
+            tokio::spawn(http::listener::serve(
+                listener,
+                http::metrics_router(),
+                self.header_timeout,
+                background.clone().cancelled_owned(),
+            ));
         }
         // Cancelled with the other background tasks once the HTTP side has
         // stopped: a batch being committed finishes, one not yet committed
@@ -187,19 +183,16 @@ impl Server {
         // longer than the grace period does not keep the process alive.
         let ws_shutdown = self.state.ws.shutdown.clone();
         let (signalled, grace) = tokio::sync::oneshot::channel::<()>();
-        let app = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        // No Nagle: a TIMEOUT frame right behind a STATE_UPDATE would
-        // otherwise wait for the client's delayed ACK (~40 ms).
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            ws_shutdown.cancel();
-            let _ = signalled.send(());
-        });
+        let serve = http::listener::serve(
+            self.listener,
+            self.router,
+            self.header_timeout,
+            async move {
+                shutdown.await;
+                ws_shutdown.cancel();
+                let _ = signalled.send(());
+            },
+        );
         let grace_period = self.grace;
         let deadline = async move {
             let _ = grace.await;
@@ -207,13 +200,10 @@ impl Server {
         };
         tokio::pin!(deadline);
         let mut expired = false;
-        let served = tokio::select! {
-            served = serve => served,
-            _ = &mut deadline => {
-                expired = true;
-                Ok(())
-            }
-        };
+        tokio::select! {
+            () = serve => {}
+            () = &mut deadline => expired = true,
+        }
         // Sockets are upgraded connections: wait for their close frames too.
         self.state.ws_tasks.close();
         if !expired {
@@ -230,7 +220,6 @@ impl Server {
         if let Some(drain) = drain {
             let _ = drain.await;
         }
-        served
     }
 }
 

@@ -227,6 +227,52 @@ async fn connection_limits_close_with_a_clear_reason() {
 }
 
 #[tokio::test]
+async fn a_flood_beyond_the_per_ip_limit_is_refused_while_admitted_clients_keep_working() {
+    let mut config = test_config();
+    config.ws_max_connections_per_ip = 3;
+    let app = spawn_with(config, Clock::System, None).await;
+    let id = created(&app, "per_participant", 2, 60_000).await;
+    app.command(&id, "start").await;
+    let mut admitted = Vec::new();
+    for _ in 0..3 {
+        let mut ws = WsClient::watch(&app.base, &id).await;
+        ws.next_of("STATE_SYNC").await;
+        admitted.push(ws);
+    }
+
+    // 50 more from the same address, all at once.
+    let flood = (0..50).map(|_| async {
+        let mut ws = WsClient::watch(&app.base, &id).await;
+        ws.until_closed().await
+    });
+    for (closed, seen) in futures_util::future::join_all(flood).await {
+        assert_eq!(
+            closed,
+            Closed {
+                code: 1013,
+                reason: "too many connections from this address".into()
+            }
+        );
+        assert!(
+            seen.is_empty(),
+            "a refused socket is sent nothing: {seen:?}"
+        );
+    }
+
+    // The admitted ones still receive every update.
+    app.post(&format!("/v1/sessions/{id}/switch"), None).await;
+    for ws in &mut admitted {
+        let update = ws.next_of("STATE_UPDATE").await;
+        assert_eq!(update["state"]["version"], 3);
+    }
+    // Refusals held no slot, and a closed client gives its slot back.
+    drop(admitted.pop());
+    app.await_watchers(&id, 2).await;
+    let mut again = WsClient::watch(&app.base, &id).await;
+    again.next_of("STATE_SYNC").await;
+}
+
+#[tokio::test]
 async fn a_client_that_never_reads_is_dropped_while_others_keep_receiving() {
     let mut config = test_config();
     config.ws_send_queue = 4;

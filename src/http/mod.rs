@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod listener;
 pub mod ratelimit;
 pub mod request_id;
 pub mod sessions;

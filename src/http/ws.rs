@@ -166,8 +166,7 @@ pub async fn upgrade(
                     .increment(1);
                 return close_now(socket, 1013, "too many connections for this session").await;
             }
-            serve(socket, app, session, expires).await;
-            drop(slot);
+            serve(socket, app, session, expires, slot).await;
         })
     }))
 }
@@ -195,8 +194,16 @@ enum End {
 }
 
 /// Serves one socket until it ends; `expires` (the token's `exp`) closes it
-/// with 4001 so a revoked-by-expiry client cannot keep watching.
-async fn serve(socket: WebSocket, app: AppState, session: SessionId, expires: Option<SystemTime>) {
+/// with 4001 so a revoked-by-expiry client cannot keep watching. The `slot`
+/// is given back before the hub is left, so a client that sees the watcher
+/// count drop can reconnect at once.
+async fn serve(
+    socket: WebSocket,
+    app: AppState,
+    session: SessionId,
+    expires: Option<SystemTime>,
+    slot: Slot,
+) {
     let (mut sink, mut stream) = socket.split();
     let clock = app.engine.clock().clone();
     let connected =
@@ -290,6 +297,7 @@ async fn serve(socket: WebSocket, app: AppState, session: SessionId, expires: Op
             }
         }
     };
+    drop(slot);
     app.hub.leave(session, sub.client).await;
     if let End::Close(code, reason) = end {
         let _ = close(&mut sink, code, reason).await;

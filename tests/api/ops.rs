@@ -148,3 +148,56 @@ async fn every_response_carries_a_request_id_and_errors_repeat_it() {
         assert!(uuid::Uuid::parse_str(&echoed).is_ok(), "{bad:?} → {echoed}");
     }
 }
+
+#[tokio::test]
+async fn a_client_trickling_headers_or_idling_is_cut_off_while_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = test_config();
+    config.header_read_timeout_ms = 300;
+    let app = spawn_with(config, synckairos::clock::Clock::System, None).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+
+    // Slowloris: a header line every 50 ms, never the blank line that ends them.
+    let slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (slow_read, mut slow_write) = slow.into_split();
+    let trickle = tokio::spawn(async move {
+        slow_write
+            .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n")
+            .await
+            .unwrap();
+        let mut sent = 0u32;
+        while slow_write.write_all(b"X-Pad: a\r\n").await.is_ok() && sent < 400 {
+            sent += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        sent
+    });
+    // A connection that never sends anything.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+
+    // Others are served meanwhile.
+    assert_eq!(app.get("/health").await.status, 200);
+
+    let read_to_end = |mut s: tokio::net::tcp::OwnedReadHalf| async move {
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got).await;
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    let wait = std::time::Duration::from_secs(10);
+    let answer = tokio::time::timeout(wait, read_to_end(slow_read))
+        .await
+        .expect("the server closes the trickling connection");
+    assert!(
+        !answer.contains("200 OK"),
+        "no request was served: {answer}"
+    );
+    let sent = trickle.await.unwrap();
+    assert!(sent < 400, "cut off while still trickling ({sent} lines)");
+
+    let mut got = Vec::new();
+    tokio::time::timeout(wait, idle.read_to_end(&mut got))
+        .await
+        .expect("the server closes the idle connection")
+        .ok();
+    assert_eq!(app.get("/health").await.status, 200);
+}
