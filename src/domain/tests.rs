@@ -1041,3 +1041,82 @@ fn any_member_of_the_active_group_holds_the_turn() {
         Err(DomainError::NotYourTurn(pid(2)))
     );
 }
+
+// ------------------------------------------------------- SDK test vectors
+
+/// The TypeScript SDK computes remaining time on the client with the same
+/// formulas; `sdk/typescript/test/vectors.json` holds what this domain says
+/// for a history in every mode, read back by the SDK's tests. Regenerate with
+/// `UPDATE_VECTORS=1 cargo test --lib sdk_vectors`; without it the test fails
+/// when the file no longer matches the rules.
+#[test]
+fn sdk_vectors_match_the_domain() {
+    let mut cases = Vec::new();
+    for mode in SyncMode::ALL {
+        let n = if mode == SyncMode::PerGroup { 4 } else { 2 };
+        let s = new(
+            mode,
+            n,
+            json!({"increment_ms": 2000, "max_time_ms": 45_000, "total_time_ms": 100_000}),
+        );
+        let mut history = vec![("created", s.clone(), T0)];
+        let steps = [
+            ("started", Command::Start, at(0)),
+            ("switched", switch(), at(7_000)),
+            ("paused", Command::Pause, at(9_500)),
+            ("resumed", Command::Resume, at(20_000)),
+            ("timed_out", Command::Timeout, at(500_000)),
+        ];
+        let mut s = s;
+        for (name, cmd, t) in steps {
+            if let Some(w) = decide(&s, &cmd, t).write {
+                s = w.session;
+                history.push((name, s.clone(), t));
+            }
+        }
+        for (name, s, written) in history {
+            let samples: Vec<Value> = [0, 1_234, 40_000, 200_000]
+                .iter()
+                .map(|dt| {
+                    let now = Timestamp(written.ms() + dt);
+                    let live = super::timing::elapsed(&s, now);
+                    let per = |f: &dyn Fn(usize) -> i64| -> Value {
+                        (0..s.participants.len())
+                            .map(|i| (s.participants[i].participant_id.to_string(), json!(f(i))))
+                            .collect::<serde_json::Map<_, _>>()
+                            .into()
+                    };
+                    json!({
+                        "now_ms": now.ms(),
+                        "elapsed_ms": live,
+                        "remaining_ms": per(&|i| remaining(&s, i, now)),
+                        "used_ms": per(&|i| {
+                            let p = &s.participants[i];
+                            p.time_used_ms + if p.is_active { live } else { 0 }
+                        }),
+                    })
+                })
+                .collect();
+            cases.push(json!({
+                "name": format!("{} {name}", mode.as_str()),
+                "state": view(&s, written),
+                "samples": samples,
+            }));
+        }
+    }
+    let generated = serde_json::to_string_pretty(&json!({
+        "generated_by": "src/domain/tests.rs sdk_vectors_match_the_domain",
+        "cases": cases,
+    }))
+    .unwrap()
+        + "\n";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/typescript/test/vectors.json");
+    if std::env::var_os("UPDATE_VECTORS").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{path} is out of date: run UPDATE_VECTORS=1 cargo test --lib sdk_vectors"
+    );
+}

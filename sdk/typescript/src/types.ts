@@ -1,0 +1,171 @@
+// The wire types of the SyncKairos API (API.md), as the server sends them.
+
+export type SyncMode = 'per_participant' | 'per_cycle' | 'per_group' | 'global' | 'count_up';
+
+export type Status = 'pending' | 'running' | 'paused' | 'expired' | 'completed' | 'cancelled';
+
+export type TimeoutAction = 'end_session' | 'skip_cycle' | 'auto_action';
+
+export interface ActionOnTimeout {
+  type: TimeoutAction;
+  /** Free text for the application, e.g. `"auto_fold"`. */
+  action?: string;
+}
+
+/** A participant: stored values as of `cycle_started_at`, plus one live value. */
+export interface Participant {
+  participant_id: string;
+  participant_index: number;
+  group_id?: string;
+  /** The bank as of `cycle_started_at` (stored). */
+  total_time_ms: number;
+  /** Time consumed as of `cycle_started_at` (stored). */
+  time_used_ms: number;
+  /** Live remaining time at `server_time_ms` (derived). */
+  time_remaining_ms: number;
+  cycle_count: number;
+  is_active: boolean;
+  has_expired: boolean;
+}
+
+/** A session's full state (`SyncState`). Timestamps are RFC 3339 strings. */
+export interface SyncState {
+  session_id: string;
+  sync_mode: SyncMode;
+  status: Status;
+  version: number;
+  participants: Participant[];
+  active_participant_id: string | null;
+  total_time_ms: number;
+  time_per_cycle_ms: number | null;
+  increment_ms: number;
+  max_time_ms?: number;
+  cycle_started_at: string | null;
+  /** Time of the running cycle consumed before the last resume. */
+  cycle_time_used_ms?: number;
+  session_started_at: string | null;
+  session_completed_at: string | null;
+  created_at: string;
+  updated_at: string;
+  metadata?: Record<string, unknown>;
+  /** The server instant (epoch ms) at which the derived fields were computed. */
+  server_time_ms: number;
+  action_on_timeout?: ActionOnTimeout;
+  auto_advance?: boolean;
+  active_group_id?: string | null;
+  expired_participant_id?: string;
+}
+
+/** The smaller payload of a switch. */
+export interface SwitchResult {
+  session_id: string;
+  active_participant_id: string | null;
+  cycle_started_at: string | null;
+  participants: Participant[];
+  status: Status;
+  version: number;
+  expired_participant_id?: string;
+  server_time_ms: number;
+}
+
+export interface NewParticipant {
+  participant_id: string;
+  participant_index: number;
+  total_time_ms: number;
+  group_id?: string;
+}
+
+export interface CreateSessionRequest {
+  session_id: string;
+  sync_mode: SyncMode;
+  participants: NewParticipant[];
+  total_time_ms: number;
+  time_per_cycle_ms?: number;
+  increment_ms?: number;
+  max_time_ms?: number;
+  metadata?: Record<string, unknown>;
+  action_on_timeout?: ActionOnTimeout;
+  auto_advance?: boolean;
+}
+
+export interface SwitchRequest {
+  next_participant_id?: string;
+  expected_version?: number;
+}
+
+export interface ServerTime {
+  timestamp_ms: number;
+  server_version: string;
+  drift_tolerance_ms: number;
+  build_version?: string;
+}
+
+export type AuditEventType =
+  | 'session_created'
+  | 'session_started'
+  | 'cycle_switched'
+  | 'session_paused'
+  | 'session_resumed'
+  | 'participant_expired'
+  | 'session_expired'
+  | 'session_completed'
+  | 'session_deleted';
+
+export interface AuditEvent {
+  id: string;
+  session_id: string;
+  event_type: AuditEventType;
+  participant_id?: string;
+  group_id?: string;
+  time_remaining_ms?: number;
+  time_elapsed_ms?: number;
+  timestamp: string;
+  version: number;
+  state_snapshot?: Record<string, unknown>;
+}
+
+export interface EventsPage {
+  events: AuditEvent[];
+  /** Cursor for the next (older) page; null on the last page. */
+  next_before: string | null;
+}
+
+export interface MintTokenRequest {
+  role: 'participant' | 'viewer';
+  /** Required for `participant`. */
+  participant_id?: string;
+  ttl_seconds?: number;
+}
+
+export interface MintedToken {
+  token: string;
+  token_type: 'Bearer';
+  role: 'participant' | 'viewer';
+  session_id: string;
+  participant_id?: string;
+  expires_at_ms: number;
+}
+
+/** Messages the server sends on `/ws`. */
+export type ServerMessage =
+  | { type: 'CONNECTED'; sessionId: string; timestamp: number }
+  | { type: 'STATE_SYNC'; sessionId: string; timestamp: number; state: SyncState }
+  | { type: 'STATE_UPDATE'; sessionId: string; timestamp: number; state: SyncState }
+  | { type: 'SESSION_DELETED'; sessionId: string; timestamp: number }
+  | {
+      type: 'TIMEOUT';
+      sessionId: string;
+      timestamp: number;
+      participant_id: string;
+      action_on_timeout: ActionOnTimeout;
+      state: SyncState;
+    }
+  | {
+      type: 'PONG';
+      timestamp: number;
+      client_time?: number;
+      server_receive_ms?: number;
+      server_send_ms?: number;
+    }
+  | { type: 'FEED_INTERRUPTED'; sessionId: string; timestamp: number }
+  | { type: 'ERROR'; code: string; message: string };
