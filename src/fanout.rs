@@ -193,6 +193,7 @@ impl Hub {
                     metrics::counter!("synckairos_pubsub_messages_received_total").increment(1);
                     self.forward(session_id, &payload);
                 }
+                Ok(FeedEvent::Interrupted) => self.interrupted_all(),
                 Ok(FeedEvent::Resubscribed) => self.resync_all().await,
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "update feed lagged; resynchronising local sockets");
@@ -267,6 +268,21 @@ impl Hub {
         {
             metrics::counter!("synckairos_ws_slow_client_disconnects_total").increment(1);
             member.kicked.cancel();
+        }
+    }
+
+    /// Tells every local socket that updates may not arrive until the
+    /// STATE_SYNC that follows the link's return (FEED_INTERRUPTED, an
+    /// extension: a client can show its clocks as unconfirmed meanwhile).
+    fn interrupted_all(&self) {
+        let now = self.engine.clock().now().ms();
+        let sessions: Vec<SessionId> = self.members().keys().copied().collect();
+        for session in sessions {
+            let frame = text_frame(
+                json!({"type": "FEED_INTERRUPTED", "sessionId": session, "timestamp": now}),
+                None,
+            );
+            self.deliver(session, &[frame]);
         }
     }
 

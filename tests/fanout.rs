@@ -138,6 +138,8 @@ async fn after_a_redis_restart_clients_stay_connected_get_state_sync_and_further
 
     redis.restart();
     for ws in &mut clients {
+        // Told that updates may be missed, then given the full state.
+        assert_eq!(ws.next().await["type"], "FEED_INTERRUPTED");
         let sync = ws.next().await;
         assert_eq!(
             (sync["type"].as_str(), sync["state"]["version"].as_u64()),
@@ -183,6 +185,11 @@ async fn losing_only_the_pubsub_link_resubscribes_and_resyncs_clients() {
         .parse()
         .unwrap();
     assert!(killed >= 1);
+    let interrupted = ws.next().await;
+    assert_eq!(
+        (interrupted["type"].as_str(), interrupted["sessionId"].as_str()),
+        (Some("FEED_INTERRUPTED"), Some(id.as_str()))
+    );
     let sync = ws.next().await;
     assert_eq!(
         (sync["type"].as_str(), sync["state"]["version"].as_u64()),

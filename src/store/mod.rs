@@ -120,6 +120,9 @@ pub enum FeedEvent {
         session_id: SessionId,
         payload: Bytes,
     },
+    /// The subscription link broke: until `Resubscribed`, updates written
+    /// elsewhere may not arrive, which local subscribers should be told.
+    Interrupted,
     /// The subscription link was lost and is back: updates may have been
     /// missed, so every local subscriber needs a fresh full state.
     Resubscribed,

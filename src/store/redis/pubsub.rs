@@ -33,6 +33,9 @@ pub async fn drain(
 ) {
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
+    let mut errors = subscriber.error_rx();
+    // Told once per outage, however many errors the reconnect attempts raise.
+    let mut interrupted = false;
     loop {
         tokio::select! {
             message = messages.recv() => match message {
@@ -64,8 +67,20 @@ pub async fn drain(
                 }
                 Err(RecvError::Closed) => return,
             },
+            failed = errors.recv() => match failed {
+                Ok((e, server)) => {
+                    if !interrupted {
+                        interrupted = true;
+                        tracing::warn!(error = %e, ?server, "pub/sub link lost; telling local clients");
+                        let _ = feed.send(FeedEvent::Interrupted);
+                    }
+                }
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            },
             reconnected = reconnects.recv() => match reconnected {
                 Ok(server) => {
+                    interrupted = false;
                     resubscribe(&subscriber).await;
                     tracing::info!(%server, channels = subscriber.tracked_shard_channels().len(), "pub/sub reconnected and resubscribed");
                     wakeups.poll_now();
