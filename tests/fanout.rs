@@ -187,7 +187,10 @@ async fn losing_only_the_pubsub_link_resubscribes_and_resyncs_clients() {
     assert!(killed >= 1);
     let interrupted = ws.next().await;
     assert_eq!(
-        (interrupted["type"].as_str(), interrupted["sessionId"].as_str()),
+        (
+            interrupted["type"].as_str(),
+            interrupted["sessionId"].as_str()
+        ),
         (Some("FEED_INTERRUPTED"), Some(id.as_str()))
     );
     let sync = ws.next().await;

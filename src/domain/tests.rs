@@ -1110,7 +1110,10 @@ fn sdk_vectors_match_the_domain() {
     }))
     .unwrap()
         + "\n";
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/typescript/test/vectors.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sdk/typescript/test/vectors.json"
+    );
     if std::env::var_os("UPDATE_VECTORS").is_some() {
         std::fs::write(path, &generated).unwrap();
     }

@@ -6,12 +6,14 @@
 //! - [`events`]: a session's audit history, from PostgreSQL.
 //! - [`health`]: `/health`, `/ready`, `/v1/time`, `/metrics`.
 //! - [`docs`]: the OpenAPI document.
+//! - [`demo`]: the browser demo at `/demo`.
 //! - [`extract`]: extractors that turn framework rejections into the envelope.
 //! - [`error`]: [`ApiError`], the one mapping to `{ "error": … }`.
 //!
 //! Routes are registered through [`RouteTable`], which remembers them, so a
 //! test can check that the OpenAPI document lists exactly the routes served.
 
+pub mod demo;
 pub mod docs;
 pub mod error;
 pub mod events;
@@ -118,6 +120,8 @@ fn route_table() -> RouteTable {
         .add(Method::GET, "/openapi.yaml", docs::yaml)
         .add(Method::GET, "/api-docs.json", docs::json)
         .add(Method::GET, "/ws", ws::upgrade)
+        .add(Method::GET, "/demo", demo::page)
+        .add(Method::GET, "/demo/{file}", demo::file)
 }
 
 /// `METRICS_PORT`'s router: `/metrics` and nothing else.

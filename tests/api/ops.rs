@@ -102,7 +102,11 @@ async fn every_served_route_answers_and_none_falls_through() {
     let id = uuid();
     for (method, path) in synckairos::http::routes() {
         let r = app
-            .call(method.clone(), &path.replace("{id}", &id), None)
+            .call(
+                method.clone(),
+                &path.replace("{id}", &id).replace("{file}", "app.js"),
+                None,
+            )
             .await;
         assert!(
             r.code() != "NOT_FOUND" && r.code() != "METHOD_NOT_ALLOWED",
@@ -200,4 +204,52 @@ async fn a_client_trickling_headers_or_idling_is_cut_off_while_others_are_served
         .expect("the server closes the idle connection")
         .ok();
     assert_eq!(app.get("/health").await.status, 200);
+}
+
+#[tokio::test]
+async fn the_demo_page_and_every_module_it_imports_are_served() {
+    let app = spawn_app().await;
+    let page = app.get("/demo").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    // Follow the module graph from the page: every import must be served as
+    // JavaScript (a new SDK module not listed in src/http/demo.rs fails here).
+    let mut pending = vec!["/demo/app.js".to_owned()];
+    let mut seen = BTreeSet::new();
+    while let Some(path) = pending.pop() {
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let r = app.get(&path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        assert!(
+            r.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/javascript")
+        );
+        for line in r.text.lines() {
+            let Some(from) = line
+                .split(" from ")
+                .nth(1)
+                .filter(|_| line.starts_with("import ") || line.starts_with("export "))
+            else {
+                continue;
+            };
+            let target = from.trim_matches(|c| c == '\'' || c == '"' || c == ';');
+            pending.push(match target.strip_prefix("./") {
+                Some(file) => format!("/demo/{file}"),
+                None => target.to_owned(),
+            });
+        }
+    }
+    assert!(seen.contains("/demo/live.js"), "{seen:?}");
+    let missing = app.get("/demo/nope.js").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.code(), "NOT_FOUND");
 }

@@ -32,7 +32,8 @@ export declare class ClockEstimator {
     get offsetMs(): number;
     /** The lowest round trip seen in the window (Infinity before the first sample). */
     get rttMs(): number;
-    /** Bound on the offset's error: ± half the best round trip. */
+    /** Bound on the offset's error: each sample is within ± its rtt/2 of the
+     * truth, so their median is within ± half the largest rtt among them. */
     get uncertaintyMs(): number;
     /** The server's clock now, as estimated. */
     serverNow(): number;

@@ -58,9 +58,11 @@ export class ClockEstimator {
     get rttMs() {
         return this.bestSamples()[0]?.rttMs ?? Infinity;
     }
-    /** Bound on the offset's error: ± half the best round trip. */
+    /** Bound on the offset's error: each sample is within ± its rtt/2 of the
+     * truth, so their median is within ± half the largest rtt among them. */
     get uncertaintyMs() {
-        return this.rttMs / 2;
+        const best = this.bestSamples();
+        return best.length === 0 ? Infinity : best[best.length - 1].rttMs / 2;
     }
     /** The server's clock now, as estimated. */
     serverNow() {
