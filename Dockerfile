@@ -14,6 +14,8 @@ RUN mkdir src \
 COPY src src
 COPY migrations migrations
 COPY openapi.yaml openapi.yaml
+# The demo at /demo embeds the TypeScript SDK's committed build.
+COPY sdk/typescript/dist sdk/typescript/dist
 # The stub build left newer timestamps on the dummy targets: make cargo rebuild ours.
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin synckairos
 
