@@ -11,6 +11,9 @@ export interface ClockOptions {
     best?: number;
     /** The local clock; monotonic between syncs (`performance.now()` based). */
     now?: () => number;
+    /** Resolution of the server's timestamps: SyncKairos sends whole
+     * milliseconds, truncated, so each is on average half of one early. */
+    serverResolutionMs?: number;
 }
 /** The platform's monotonic clock on the epoch scale. */
 export declare function monotonicNow(): number;
@@ -18,6 +21,7 @@ export declare class ClockEstimator {
     private samples;
     private readonly window;
     private readonly best;
+    private readonly resolution;
     readonly now: () => number;
     constructor(options?: ClockOptions);
     /** Adds one round trip; returns the sample, or `undefined` if it is
@@ -32,8 +36,9 @@ export declare class ClockEstimator {
     get offsetMs(): number;
     /** The lowest round trip seen in the window (Infinity before the first sample). */
     get rttMs(): number;
-    /** Bound on the offset's error: each sample is within ± its rtt/2 of the
-     * truth, so their median is within ± half the largest rtt among them. */
+    /** Bound on the offset's error: each sample is within ± its rtt/2 (plus
+     * half the server's resolution) of the truth, so their median is within
+     * that of the largest rtt among them. */
     get uncertaintyMs(): number;
     /** The server's clock now, as estimated. */
     serverNow(): number;

@@ -16,11 +16,13 @@ export class ClockEstimator {
     samples = [];
     window;
     best;
+    resolution;
     now;
     constructor(options = {}) {
         this.window = Math.max(1, options.window ?? 16);
         this.best = Math.max(1, options.best ?? 3);
         this.now = options.now ?? monotonicNow;
+        this.resolution = Math.max(0, options.serverResolutionMs ?? 1);
     }
     /** Adds one round trip; returns the sample, or `undefined` if it is
      * impossible (the reply arrived before the request left, or the server's
@@ -29,7 +31,9 @@ export class ClockEstimator {
         const rttMs = t3 - t0 - (t2 - t1);
         if (![t0, t1, t2, t3].every(Number.isFinite) || t3 < t0 || t2 < t1 || rttMs < 0)
             return undefined;
-        const sample = { offsetMs: (t1 - t0 + (t2 - t3)) / 2, rttMs, atMs: t3 };
+        // Truncated server times are centred by adding half their resolution.
+        const half = this.resolution / 2;
+        const sample = { offsetMs: (t1 + half - t0 + (t2 + half - t3)) / 2, rttMs, atMs: t3 };
         this.samples.push(sample);
         if (this.samples.length > this.window)
             this.samples.shift();
@@ -58,11 +62,12 @@ export class ClockEstimator {
     get rttMs() {
         return this.bestSamples()[0]?.rttMs ?? Infinity;
     }
-    /** Bound on the offset's error: each sample is within ± its rtt/2 of the
-     * truth, so their median is within ± half the largest rtt among them. */
+    /** Bound on the offset's error: each sample is within ± its rtt/2 (plus
+     * half the server's resolution) of the truth, so their median is within
+     * that of the largest rtt among them. */
     get uncertaintyMs() {
         const best = this.bestSamples();
-        return best.length === 0 ? Infinity : best[best.length - 1].rttMs / 2;
+        return best.length === 0 ? Infinity : best[best.length - 1].rttMs / 2 + this.resolution / 2;
     }
     /** The server's clock now, as estimated. */
     serverNow() {

@@ -23,6 +23,9 @@ export interface ClockOptions {
   best?: number;
   /** The local clock; monotonic between syncs (`performance.now()` based). */
   now?: () => number;
+  /** Resolution of the server's timestamps: SyncKairos sends whole
+   * milliseconds, truncated, so each is on average half of one early. */
+  serverResolutionMs?: number;
 }
 
 /** The platform's monotonic clock on the epoch scale. */
@@ -34,12 +37,14 @@ export class ClockEstimator {
   private samples: ClockSample[] = [];
   private readonly window: number;
   private readonly best: number;
+  private readonly resolution: number;
   readonly now: () => number;
 
   constructor(options: ClockOptions = {}) {
     this.window = Math.max(1, options.window ?? 16);
     this.best = Math.max(1, options.best ?? 3);
     this.now = options.now ?? monotonicNow;
+    this.resolution = Math.max(0, options.serverResolutionMs ?? 1);
   }
 
   /** Adds one round trip; returns the sample, or `undefined` if it is
@@ -48,7 +53,9 @@ export class ClockEstimator {
   addSample(t0: number, t1: number, t2: number, t3: number): ClockSample | undefined {
     const rttMs = t3 - t0 - (t2 - t1);
     if (![t0, t1, t2, t3].every(Number.isFinite) || t3 < t0 || t2 < t1 || rttMs < 0) return undefined;
-    const sample = { offsetMs: (t1 - t0 + (t2 - t3)) / 2, rttMs, atMs: t3 };
+    // Truncated server times are centred by adding half their resolution.
+    const half = this.resolution / 2;
+    const sample = { offsetMs: (t1 + half - t0 + (t2 + half - t3)) / 2, rttMs, atMs: t3 };
     this.samples.push(sample);
     if (this.samples.length > this.window) this.samples.shift();
     return sample;
@@ -81,11 +88,12 @@ export class ClockEstimator {
     return this.bestSamples()[0]?.rttMs ?? Infinity;
   }
 
-  /** Bound on the offset's error: each sample is within ± its rtt/2 of the
-   * truth, so their median is within ± half the largest rtt among them. */
+  /** Bound on the offset's error: each sample is within ± its rtt/2 (plus
+   * half the server's resolution) of the truth, so their median is within
+   * that of the largest rtt among them. */
   get uncertaintyMs(): number {
     const best = this.bestSamples();
-    return best.length === 0 ? Infinity : best[best.length - 1]!.rttMs / 2;
+    return best.length === 0 ? Infinity : best[best.length - 1]!.rttMs / 2 + this.resolution / 2;
   }
 
   /** The server's clock now, as estimated. */

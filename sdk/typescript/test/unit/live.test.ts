@@ -166,7 +166,7 @@ describe('LiveSession', () => {
 
   it('samples the clock from PONGs, a burst at connect', () => {
     let local = 1_000_000;
-    const { session, socket } = live({ syncBurst: 3, clock: { now: () => local } });
+    const { session, socket } = live({ syncBurst: 3, clock: { now: () => local, serverResolutionMs: 0 } });
     socket().accept();
     for (let i = 0; i < 3; i++) {
       const ping = socket().sentOfType('PING').at(-1)!;
