@@ -1,6 +1,7 @@
 import type { CreateSessionRequest, EventsPage, MintTokenRequest, MintedToken, ServerTime, SwitchRequest, SwitchResult, SyncState } from './types.js';
 export interface ClientOptions {
-    /** The server's base URL, e.g. `https://timers.example.com`. */
+    /** The server's base URL, e.g. `https://timers.example.com`; in a
+     * browser `''` means the page's own origin. */
     baseUrl: string;
     /** A bearer token (`AUTH_MODE=jwt`), or a function returning the current one. */
     token?: string | (() => string | undefined);

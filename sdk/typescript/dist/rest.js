@@ -56,7 +56,8 @@ export class SyncKairosClient {
     }
     /** The `/ws` URL of a session, with the token as `?token=` when there is one. */
     socketUrl(sessionId) {
-        const url = new URL(`${this.baseUrl}/ws`);
+        // A relative base (`''`, `'/'`) is resolved against the page's address.
+        const url = new URL(`${this.baseUrl}/ws`, globalThis.location?.href);
         url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
         url.searchParams.set('sessionId', sessionId);
         const token = this.currentToken();

@@ -11,7 +11,8 @@ import type {
 } from './types.js';
 
 export interface ClientOptions {
-  /** The server's base URL, e.g. `https://timers.example.com`. */
+  /** The server's base URL, e.g. `https://timers.example.com`; in a
+   * browser `''` means the page's own origin. */
   baseUrl: string;
   /** A bearer token (`AUTH_MODE=jwt`), or a function returning the current one. */
   token?: string | (() => string | undefined);
@@ -87,7 +88,8 @@ export class SyncKairosClient {
 
   /** The `/ws` URL of a session, with the token as `?token=` when there is one. */
   socketUrl(sessionId: string): string {
-    const url = new URL(`${this.baseUrl}/ws`);
+    // A relative base (`''`, `'/'`) is resolved against the page's address.
+    const url = new URL(`${this.baseUrl}/ws`, (globalThis as { location?: { href: string } }).location?.href);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     url.searchParams.set('sessionId', sessionId);
     const token = this.currentToken();
