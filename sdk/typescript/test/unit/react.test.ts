@@ -2,34 +2,11 @@
 import { act, createElement } from 'react';
 import { type Root, createRoot } from 'react-dom/client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { SocketLike } from '../../src/live.js';
 import { type SyncKairosHook, useSyncKairos } from '../../src/react.js';
 import { SyncKairosClient } from '../../src/rest.js';
+import { FakeSocket } from './fake-socket.js';
 
 (globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = true;
-
-class FakeSocket implements SocketLike {
-  static all: FakeSocket[] = [];
-  readyState = 1;
-  sent: string[] = [];
-  closed = false;
-  onopen: SocketLike['onopen'] = null;
-  onmessage: SocketLike['onmessage'] = null;
-  onclose: SocketLike['onclose'] = null;
-  onerror: SocketLike['onerror'] = null;
-  constructor(readonly url: string) {
-    FakeSocket.all.push(this);
-  }
-  send(data: string) {
-    this.sent.push(data);
-  }
-  close() {
-    this.closed = true;
-  }
-  deliver(msg: unknown) {
-    this.onmessage?.({ data: JSON.stringify(msg) });
-  }
-}
 
 const pid = 'aaaaaaaa-0000-4000-8000-000000000001';
 function running(version: number, startedMs: number) {
@@ -80,7 +57,7 @@ describe('useSyncKairos', () => {
     const socket = FakeSocket.all[0]!;
 
     act(() => {
-      socket.deliver({ type: 'CONNECTED', sessionId: 's1', timestamp: local });
+      socket.accept();
       socket.deliver({ type: 'STATE_SYNC', sessionId: 's1', timestamp: local, state: running(2, local) });
     });
     expect(seen.at(-1)!.status).toBe('open');
@@ -98,6 +75,6 @@ describe('useSyncKairos', () => {
 
     act(() => root!.unmount());
     root = undefined;
-    expect(socket.closed).toBe(true);
+    expect(socket.closed?.code).toBe(1000);
   });
 });
