@@ -55,8 +55,8 @@ until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
 sql() { psql "$DB" -X -q -t -A -c "$1"; }
 # Audit events in every bucket's outbox.
 backlog() {
-    redis-cli -p "$REDIS_PORT" eval "local n = 0 for b = 0, 15 do
-        n = n + redis.call('XLEN', 'sk:{' .. b .. '}:audit') end return n" 0
+    redis-cli -p "$REDIS_PORT" eval "local n = 0 for _, k in ipairs(redis.call('KEYS', 'sk:{*}:audit')) do
+        n = n + redis.call('XLEN', k) end return n" 0
 }
 # Starts one instance with the given extra environment, waits until ready.
 start() {
@@ -107,10 +107,10 @@ for round in $(seq "$ROUNDS"); do
     measured
 
     echo "=== round $round: outbox on, no drain, $RATE switches/s for $DURATION"
-    redis-cli -p "$REDIS_PORT" eval "for b = 0, 15 do redis.call('XTRIM', 'sk:{' .. b .. '}:audit', 'MAXLEN', 0) end" 0 >/dev/null
+    redis-cli -p "$REDIS_PORT" eval "for _, k in ipairs(redis.call('KEYS', 'sk:{*}:audit')) do redis.call('XTRIM', k, 'MAXLEN', 0) end" 0 >/dev/null
     start AUDIT_OUTBOX=true
     measured
-    redis-cli -p "$REDIS_PORT" eval "for b = 0, 15 do redis.call('XTRIM', 'sk:{' .. b .. '}:audit', 'MAXLEN', 0) end" 0 >/dev/null
+    redis-cli -p "$REDIS_PORT" eval "for _, k in ipairs(redis.call('KEYS', 'sk:{*}:audit')) do redis.call('XTRIM', k, 'MAXLEN', 0) end" 0 >/dev/null
 
     echo "=== round $round: audit on, $RATE switches/s for $DURATION"
     start DATABASE_URL="$DB"

@@ -74,13 +74,16 @@ async fn await_events(db: &str, n: usize) {
 /// group exist from the first instance's start.
 fn outbox(redis: &RedisServer) -> (u64, u64) {
     let script = "local n, p = 0, 0 \
-        for b = 0, 15 do \
-          local k = 'sk:{' .. b .. '}:audit' \
+        for _, k in ipairs(KEYS) do \
           n = n + redis.call('XLEN', k) \
           p = p + redis.call('XPENDING', k, 'audit')[1] \
         end \
         return {n, p}";
-    let out = redis.cli(&["EVAL", script, "0"]);
+    let layout = redis.layout();
+    let streams: Vec<String> = (0..16).map(|b| layout.audit(b)).collect();
+    let mut args = vec!["EVAL", script, "16"];
+    args.extend(streams.iter().map(String::as_str));
+    let out = redis.cli(&args);
     let mut nums = out.lines().map(|l| l.trim().parse::<u64>().unwrap());
     (nums.next().unwrap(), nums.next().unwrap())
 }

@@ -20,7 +20,8 @@ use common::*;
 
 fn state_key(id: &str) -> String {
     let id = SessionId::parse(id).unwrap();
-    keys::state(keys::bucket(id, 16), id)
+    let layout = keys::Layout::new(16);
+    layout.state(layout.bucket(id), id)
 }
 
 #[tokio::test]
@@ -328,6 +329,26 @@ async fn a_different_bucket_count_refuses_to_start() {
 }
 
 #[tokio::test]
+async fn keys_of_an_older_layout_refuse_to_start() {
+    // An earlier build recorded only the bucket count: its keys used other
+    // hash tags, and serving on would silently lose every live session.
+    let redis = RedisServer::start();
+    assert_eq!(redis.cli(&["hset", "sk:meta", "buckets", "16"]), "1");
+    let mut config = test_config();
+    config.redis_url = Some(redis.url());
+    let err = Server::build(&config, Clock::System)
+        .await
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("another layout (unversioned"), "{msg}");
+    // A fresh Redis is stamped with this layout and served.
+    assert_eq!(redis.cli(&["del", "sk:meta"]), "1");
+    let _app = spawn_app_redis(&redis).await;
+    assert_eq!(redis.cli(&["hget", "sk:meta", "layout"]), "slots-1");
+}
+
+#[tokio::test]
 async fn an_unreachable_redis_fails_start_up_with_a_clear_error() {
     let port = {
         let redis = RedisServer::start();
@@ -351,7 +372,8 @@ async fn audit_events_are_appended_to_the_bucket_stream_with_the_write() {
     let id = new.session_id;
     engine.create(new).await.unwrap();
     engine.execute(id, Command::Start).await.unwrap();
-    let stream = keys::audit(keys::bucket(id, 16));
+    let layout = redis.layout();
+    let stream = layout.audit(layout.bucket(id));
     assert_eq!(redis.cli(&["xlen", &stream]), "2");
     let entries = redis.cli(&["xrange", &stream, "-", "+"]);
     assert!(
@@ -387,7 +409,7 @@ async fn the_server_applies_timeouts_on_redis_by_itself() {
 /// A create body for a one-participant session in Redis bucket `b` (of 16).
 fn body_in_bucket(b: u16, bank_ms: i64) -> Value {
     let id = std::iter::repeat_with(|| SessionId(uuid::Uuid::new_v4()))
-        .find(|id| keys::bucket(*id, 16) == b)
+        .find(|id| keys::Layout::new(16).bucket(*id) == b)
         .unwrap();
     let mut body = session_body("per_participant", 1, bank_ms);
     body["session_id"] = json!(id.to_string());
@@ -398,7 +420,7 @@ fn body_in_bucket(b: u16, bank_ms: i64) -> Value {
 async fn a_write_announces_a_deadline_only_when_it_becomes_its_buckets_earliest() {
     let redis = RedisServer::start();
     let app = spawn_app_redis(&redis).await;
-    let hint = keys::hint_channel(3);
+    let hint = redis.layout().hint_channel(3);
     let mut monitor = redis.monitor();
 
     // Starts, in order: 10 min (first entry), 20 min (later), 5 min (earlier).

@@ -134,7 +134,7 @@ async fn a_dead_claimers_leases_come_back_and_are_applied_once() {
     let claim = include_str!("../src/store/redis/claim.lua");
     let mut claimed = 0;
     for b in 0..16 {
-        let key = format!("sk:{{{b}}}:due");
+        let key = redis.layout().due(b);
         let out = redis.cli(&[
             "eval",
             claim,
@@ -172,7 +172,8 @@ async fn a_deadline_entry_deleted_by_hand_is_repaired_and_the_timeout_still_happ
     let app = Rest::new(&node.base());
     let id = app.started("per_participant", 2, 2_000).await;
     let sid = synckairos::domain::SessionId::parse(&id).unwrap();
-    let due = synckairos::store::redis::keys::due(synckairos::store::redis::keys::bucket(sid, 16));
+    let layout = redis.layout();
+    let due = layout.due(layout.bucket(sid));
     assert_eq!(
         redis.cli(&["zrem", &due, &id]),
         "1",

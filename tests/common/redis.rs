@@ -61,6 +61,11 @@ impl RedisServer {
         }
     }
 
+    /// The key names of a deployment with [`RedisServer::store_options`]'s 16 buckets.
+    pub fn layout(&self) -> synckairos::store::redis::keys::Layout {
+        synckairos::store::redis::keys::Layout::new(16)
+    }
+
     /// SIGKILL, as a crash or a network cut would look to clients.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -12,6 +12,8 @@
 //! | `sk:meta` | hash | `buckets`: the bucket count this deployment was created with |
 //! | `sk:rl:{h}` | string | a rate limit's GCRA state (`h`: hash of the client or session key); expires when idle |
 
+use std::collections::HashMap;
+
 use crate::domain::SessionId;
 
 /// The deployment-wide metadata hash.
@@ -42,30 +44,131 @@ pub fn rate_limit(key: &str) -> String {
     format!("sk:rl:{{{:016x}}}", fnv1a(key.as_bytes()))
 }
 
-/// The state hash of a session.
-pub fn state(b: u16, id: SessionId) -> String {
-    format!("sk:{{{b}}}:s:{id}")
+/// Names of the key layout, stored in `sk:meta` as `layout`: bump it when
+/// a change would move existing keys.
+pub const LAYOUT_VERSION: &str = "slots-1";
+
+/// Redis Cluster's slot count.
+pub const SLOTS: u32 = 16_384;
+
+/// The key names of one deployment. Bucket `b`'s hash tag is chosen so its
+/// slot is the centre of the `b`-th of `B` equal slot ranges: a Cluster
+/// whose primaries own equal contiguous ranges (what `redis-cli --cluster
+/// create` and an even reshard give) then owns an equal share of the
+/// buckets, within one. The plain decimal `b` as tag would hash anywhere.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    tags: Vec<String>,
+    buckets: HashMap<String, u16>,
 }
 
-/// The deadline index of a bucket.
-pub fn due(b: u16) -> String {
-    format!("sk:{{{b}}}:due")
+impl Layout {
+    /// The tags of `buckets` buckets: for each target slot, the smallest
+    /// decimal number that hashes to it (found in one pass over the numbers,
+    /// a few hundred thousand CRC16s at most, once at start-up).
+    pub fn new(buckets: u16) -> Self {
+        let n = u32::from(buckets.max(1));
+        let targets: Vec<u16> = (0..n)
+            .map(|b| ((2 * b + 1) * SLOTS / (2 * n)) as u16)
+            .collect();
+        let mut wanted: HashMap<u16, Vec<u16>> = HashMap::new();
+        for (b, &slot) in targets.iter().enumerate() {
+            wanted.entry(slot).or_default().push(b as u16);
+        }
+        let mut tags = vec![String::new(); n as usize];
+        let mut missing = n as usize;
+        let mut i: u64 = 0;
+        while missing > 0 {
+            let candidate = i.to_string();
+            if let Some(bs) = wanted.remove(&slot(&candidate)) {
+                for b in bs {
+                    tags[usize::from(b)] = candidate.clone();
+                    missing -= 1;
+                }
+            }
+            i += 1;
+        }
+        let buckets = tags
+            .iter()
+            .enumerate()
+            .map(|(b, t)| (t.clone(), b as u16))
+            .collect();
+        Self { tags, buckets }
+    }
+
+    pub fn bucket_count(&self) -> u16 {
+        self.tags.len() as u16
+    }
+
+    /// Which bucket a session lives in.
+    pub fn bucket(&self, id: SessionId) -> u16 {
+        bucket(id, self.bucket_count())
+    }
+
+    /// Bucket `b`'s hash tag (without braces).
+    pub fn tag(&self, b: u16) -> &str {
+        &self.tags[usize::from(b)]
+    }
+
+    /// The bucket of a key or channel name, from its hash tag.
+    pub fn bucket_of(&self, name: &str) -> Option<u16> {
+        self.buckets.get(hash_tag(name)).copied()
+    }
+
+    /// The state hash of a session.
+    pub fn state(&self, b: u16, id: SessionId) -> String {
+        format!("sk:{{{}}}:s:{id}", self.tag(b))
+    }
+
+    /// The deadline index of a bucket.
+    pub fn due(&self, b: u16) -> String {
+        format!("sk:{{{}}}:due", self.tag(b))
+    }
+
+    /// The audit outbox stream of a bucket.
+    pub fn audit(&self, b: u16) -> String {
+        format!("sk:{{{}}}:audit", self.tag(b))
+    }
+
+    /// The shard channel of a session.
+    pub fn channel(&self, b: u16, id: SessionId) -> String {
+        format!("sk:{{{}}}:c:{id}", self.tag(b))
+    }
+
+    /// The bucket's hint channel: the scripts announce there each deadline
+    /// set earlier than every entry of the bucket, so schedulers need not
+    /// poll for it.
+    pub fn hint_channel(&self, b: u16) -> String {
+        format!("sk:{{{}}}:hint", self.tag(b))
+    }
+
+    /// All keys one write touches, in the order the scripts expect them.
+    pub fn session_keys(&self, id: SessionId) -> Vec<String> {
+        let b = self.bucket(id);
+        vec![
+            self.state(b, id),
+            self.due(b),
+            self.audit(b),
+            self.channel(b, id),
+            self.hint_channel(b),
+        ]
+    }
 }
 
-/// The audit outbox stream of a bucket.
-pub fn audit(b: u16) -> String {
-    format!("sk:{{{b}}}:audit")
-}
-
-/// The shard channel of a session.
-pub fn channel(b: u16, id: SessionId) -> String {
-    format!("sk:{{{b}}}:c:{id}")
-}
-
-/// The bucket's hint channel: the scripts announce there each deadline set
-/// earlier than every entry of the bucket, so schedulers need not poll for it.
-pub fn hint_channel(b: u16) -> String {
-    format!("sk:{{{b}}}:hint")
+/// Redis Cluster's `HASH_SLOT`: CRC16 (XMODEM) of the hash tag, mod 16384.
+pub fn slot(name: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in hash_tag(name).as_bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % SLOTS as u16
 }
 
 /// Whether a channel name is a hint channel `sk:{b}:hint`.
@@ -84,6 +187,7 @@ pub fn session_of_channel(channel: &str) -> Option<SessionId> {
 pub fn hash_tag(name: &str) -> &str {
     name.split_once('{')
         .and_then(|(_, rest)| rest.split_once('}'))
+        .filter(|(tag, _)| !tag.is_empty())
         .map_or(name, |(tag, _)| tag)
 }
 
@@ -93,35 +197,51 @@ pub fn probe_channel(instance: uuid::Uuid) -> String {
     format!("sk:{{0}}:probe:{instance}")
 }
 
-/// All keys one write touches, in the order the scripts expect them.
-pub fn session_keys(id: SessionId, buckets: u16) -> Vec<String> {
-    let b = bucket(id, buckets);
-    vec![
-        state(b, id),
-        due(b),
-        audit(b),
-        channel(b, id),
-        hint_channel(b),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn keys_share_the_bucket_hash_tag_and_channels_map_back() {
+        let layout = Layout::new(16);
         let id = SessionId::parse("6f1c2b1e-1111-4c1a-9a1a-000000000001").unwrap();
-        let keys = session_keys(id, 16);
-        let tag = format!("{{{}}}", bucket(id, 16));
+        let keys = layout.session_keys(id);
+        let b = layout.bucket(id);
+        let tag = format!("{{{}}}", layout.tag(b));
         assert!(keys.iter().all(|k| k.contains(&tag)), "{keys:?}");
+        assert!(keys.iter().all(|k| layout.bucket_of(k) == Some(b)));
         assert_eq!(session_of_channel(&keys[3]), Some(id));
         assert_eq!(session_of_channel(&probe_channel(id.0)), None);
         assert_eq!(session_of_channel(&keys[4]), None);
         assert!(is_hint_channel(&keys[4]) && !is_hint_channel(&keys[3]));
-        assert_eq!(hash_tag(&keys[3]), bucket(id, 16).to_string());
         assert_eq!(hash_tag(&probe_channel(id.0)), "0");
         assert_eq!(hash_tag("plain"), "plain");
+    }
+
+    #[test]
+    fn slots_are_redis_cluster_slots() {
+        // Values from the Redis Cluster specification and CLUSTER KEYSLOT.
+        assert_eq!(slot("123456789"), 0x31C3 % 16_384);
+        assert_eq!(slot("foo"), 12_182);
+        assert_eq!(slot("bar"), 5_061);
+        assert_eq!(slot("sk:{foo}:anything"), 12_182);
+    }
+
+    #[test]
+    fn every_bucket_sits_at_the_centre_of_its_slot_range() {
+        for buckets in [1u16, 3, 16, 100, 1024, 16_384] {
+            let layout = Layout::new(buckets);
+            let n = u32::from(buckets);
+            for b in 0..buckets {
+                let want = (2 * u32::from(b) + 1) * SLOTS / (2 * n);
+                assert_eq!(
+                    u32::from(slot(layout.tag(b))),
+                    want,
+                    "bucket {b} of {buckets}"
+                );
+                assert_eq!(layout.bucket_of(&layout.due(b)), Some(b));
+            }
+        }
     }
 
     #[test]

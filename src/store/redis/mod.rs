@@ -40,6 +40,7 @@ use super::{
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
 use crate::domain::{Session, SessionId, Timestamp};
+use keys::Layout;
 use wakeups::Wakeups;
 
 /// How long one instance holds the sweep lock (well under the sweep interval).
@@ -78,6 +79,12 @@ pub enum ConnectError {
          every instance of a deployment must use the same BUCKETS"
     )]
     BucketMismatch { configured: u16, stored: String },
+    #[error(
+        "Redis holds keys of another layout ({stored}, this build uses {}): \
+         let its sessions expire or flush it before switching builds",
+        keys::LAYOUT_VERSION
+    )]
+    LayoutMismatch { stored: String },
 }
 
 /// The scripts, loaded at start-up and called by SHA (reloaded on NOSCRIPT).
@@ -119,6 +126,8 @@ pub struct RedisStore {
     pool: Pool,
     subscriber: SubscriberClient,
     scripts: Scripts,
+    /// Key names, with each bucket's balanced hash tag.
+    layout: Layout,
     options: RedisOptions,
     feed: broadcast::Sender<FeedEvent>,
     /// When this instance last heard its own pub/sub probe.
@@ -182,10 +191,11 @@ impl RedisStore {
             }
         }
 
-        check_buckets(&pool, options.buckets).await?;
+        check_layout(&pool, options.buckets).await?;
+        let layout = Layout::new(options.buckets);
         if options.outbox {
             for b in 0..options.buckets {
-                create_group(pool.next(), b)
+                create_group(pool.next(), &layout, b)
                     .await
                     .map_err(|e| ConnectError::Connect(format!("creating the audit group: {e}")))?;
             }
@@ -214,7 +224,7 @@ impl RedisStore {
             .await
             .map_err(|e| ConnectError::Connect(format!("subscribing the probe: {e}")))?;
         // One SSUBSCRIBE per bucket (each its own slot), pipelined.
-        let hints = (0..options.buckets).map(|b| subscriber.ssubscribe(keys::hint_channel(b)));
+        let hints = (0..options.buckets).map(|b| subscriber.ssubscribe(layout.hint_channel(b)));
         for subscribed in join_all(hints).await {
             subscribed.map_err(|e| {
                 ConnectError::Connect(format!("subscribing the hint channels: {e}"))
@@ -230,6 +240,7 @@ impl RedisStore {
             pool,
             subscriber,
             scripts,
+            layout,
             options,
             feed,
             probe_heard,
@@ -238,7 +249,7 @@ impl RedisStore {
     }
 
     fn bucket(&self, id: SessionId) -> u16 {
-        keys::bucket(id, self.options.buckets)
+        self.layout.bucket(id)
     }
 
     /// Runs a write-shaped script (`{1}` or `{0, stored version or -1}`).
@@ -304,7 +315,7 @@ impl RedisStore {
                 }
             }
         }
-        let keys = keys::session_keys(id, self.options.buckets);
+        let keys = self.layout.session_keys(id);
         self.run_versioned(&self.scripts.write, keys, args).await
     }
 }
@@ -329,7 +340,7 @@ impl Store for RedisStore {
     }
 
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
-        let key = keys::state(self.bucket(id), id);
+        let key = self.layout.state(self.bucket(id), id);
         let json: Option<String> = self.pool.next().hget(key, "d").await.map_err(unavailable)?;
         json.map(|j| {
             serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("session {id}: {e}")))
@@ -359,12 +370,12 @@ impl Store for RedisStore {
             message.clone().into(),
             event.into(),
         ];
-        let keys = keys::session_keys(id, self.options.buckets);
+        let keys = self.layout.session_keys(id);
         self.run_versioned(&self.scripts.delete, keys, args).await
     }
 
     async fn subscribe(&self, id: SessionId) -> Result<(), StoreError> {
-        let channel = keys::channel(self.bucket(id), id);
+        let channel = self.layout.channel(self.bucket(id), id);
         self.subscriber
             .ssubscribe(channel)
             .await
@@ -372,7 +383,7 @@ impl Store for RedisStore {
     }
 
     async fn unsubscribe(&self, id: SessionId) -> Result<(), StoreError> {
-        let channel = keys::channel(self.bucket(id), id);
+        let channel = self.layout.channel(self.bucket(id), id);
         self.subscriber
             .sunsubscribe(channel)
             .await
@@ -397,7 +408,7 @@ impl Store for RedisStore {
         let client = self.pool.next();
         let firsts = (0..self.options.buckets).map(|b| async move {
             let first: Vec<String> = client
-                .zrange(keys::due(b), 0, 0, None, false, None, true)
+                .zrange(self.layout.due(b), 0, 0, None, false, None, true)
                 .await?;
             Ok::<_, fred::error::Error>((b, first.get(1).and_then(|s| parse_score(s))))
         });
@@ -415,7 +426,7 @@ impl Store for RedisStore {
             let args: Vec<Value> = vec![now.ms().into(), lease_end.into(), (limit as i64).into()];
             client.evalsha::<Vec<String>, _, _, _>(
                 self.scripts.claim.sha1().clone(),
-                keys::due(b),
+                self.layout.due(b),
                 args,
             )
         });
@@ -499,7 +510,7 @@ impl Store for RedisStore {
             vec![&all]
         };
         let reads = groups.into_iter().map(|buckets| async move {
-            let streams: Vec<String> = buckets.iter().map(|&b| keys::audit(b)).collect();
+            let streams: Vec<String> = buckets.iter().map(|&b| self.layout.audit(b)).collect();
             let ids = vec![">"; streams.len()];
             let reply = client
                 .xreadgroup::<Value, _, _, _, _>(
@@ -523,7 +534,7 @@ impl Store for RedisStore {
                         let mut parts = values(stream).into_iter();
                         let bucket = parts
                             .next()
-                            .and_then(|key| keys::hash_tag(&key.as_string()?).parse().ok());
+                            .and_then(|key| self.layout.bucket_of(&key.as_string()?));
                         if let (Some(b), Some(list)) = (bucket, parts.next()) {
                             entries.extend(stream_entries(b, list));
                         }
@@ -550,7 +561,7 @@ impl Store for RedisStore {
         let claims = (0..self.options.buckets).map(|b| async move {
             let reply = client
                 .xautoclaim::<Value, _, _, _, _>(
-                    keys::audit(b),
+                    self.layout.audit(b),
                     OUTBOX_GROUP,
                     consumer,
                     min_idle_ms,
@@ -591,7 +602,7 @@ impl Store for RedisStore {
         };
         let client = self.pool.next();
         let acks = calls.into_iter().filter(|c| !c.is_empty()).map(|streams| {
-            let keys: Vec<String> = streams.iter().map(|(b, _)| keys::audit(*b)).collect();
+            let keys: Vec<String> = streams.iter().map(|(b, _)| self.layout.audit(*b)).collect();
             let mut args: Vec<Value> = vec![OUTBOX_GROUP.into()];
             args.extend(streams.iter().map(|(_, ids)| Value::from(ids.len() as i64)));
             args.extend(
@@ -612,7 +623,7 @@ impl Store for RedisStore {
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
         let client = self.pool.next();
         let reads = (0..self.options.buckets).map(|b| async move {
-            let key = keys::audit(b);
+            let key = self.layout.audit(b);
             let (len, pending, first) = tokio::join!(
                 client.xlen::<u64, _>(&key),
                 client.xpending::<Value, _, _, _>(&key, OUTBOX_GROUP, ()),
@@ -695,7 +706,9 @@ impl RedisStore {
         e: fred::error::Error,
     ) -> Result<(), StoreError> {
         if e.details().starts_with("NOGROUP") {
-            create_group(client, b).await.map_err(unavailable)
+            create_group(client, &self.layout, b)
+                .await
+                .map_err(unavailable)
         } else {
             Err(unavailable(e))
         }
@@ -726,7 +739,11 @@ impl RedisStore {
             now,
             lease_ms,
         ];
-        let keys = vec![keys::state(b, id), keys::due(b), keys::hint_channel(b)];
+        let keys = vec![
+            self.layout.state(b, id),
+            self.layout.due(b),
+            self.layout.hint_channel(b),
+        ];
         let changed: i64 = self
             .scripts
             .reindex
@@ -765,7 +782,7 @@ impl RedisStore {
             live.extend(ids.iter().copied());
             let sessions = join_all(ids.iter().map(|&id| self.get(id)));
             let scores = join_all(ids.iter().map(|&id| {
-                client.zscore::<Option<f64>, _, _>(keys::due(self.bucket(id)), id.to_string())
+                client.zscore::<Option<f64>, _, _>(self.layout.due(self.bucket(id)), id.to_string())
             }));
             let (sessions, scores) = tokio::join!(sessions, scores);
             for ((id, session), indexed) in ids.iter().zip(sessions).zip(scores) {
@@ -794,7 +811,7 @@ impl RedisStore {
         // checks existence itself and leaves it alone.
         for b in 0..self.options.buckets {
             let members: Vec<String> = client
-                .zrange(keys::due(b), 0, -1, None, false, None, false)
+                .zrange(self.layout.due(b), 0, -1, None, false, None, false)
                 .await
                 .map_err(unavailable)?;
             let orphans = members
@@ -816,9 +833,9 @@ impl RedisStore {
 
 /// Creates the drain's consumer group on a bucket's outbox stream (and the
 /// stream), from its first entry; one that exists already is left alone.
-async fn create_group(client: &Client, b: u16) -> Result<(), fred::error::Error> {
+async fn create_group(client: &Client, layout: &Layout, b: u16) -> Result<(), fred::error::Error> {
     match client
-        .xgroup_create::<Value, _, _, _>(keys::audit(b), OUTBOX_GROUP, "0", true)
+        .xgroup_create::<Value, _, _, _>(layout.audit(b), OUTBOX_GROUP, "0", true)
         .await
     {
         Err(e) if !e.details().starts_with("BUSYGROUP") => Err(e),
@@ -903,23 +920,37 @@ fn cluster_url(url: &str, cluster: bool) -> String {
         .replacen("redis://", "redis-cluster://", 1)
 }
 
-/// Records `BUCKETS` on first start and refuses a different value later:
-/// changing it would move every session to another key.
-async fn check_buckets(pool: &Pool, buckets: u16) -> Result<(), ConnectError> {
-    let client = pool.next();
-    let _: bool = client
-        .hsetnx(keys::META, "buckets", buckets)
+/// Records `BUCKETS` and the key layout on first start and refuses a
+/// different value later: either change would move every session to other
+/// keys. One script, so instances starting together agree.
+async fn check_layout(pool: &Pool, buckets: u16) -> Result<(), ConnectError> {
+    const CHECK: &str = r"
+        if redis.call('HEXISTS', KEYS[1], 'buckets') == 1
+            and redis.call('HEXISTS', KEYS[1], 'layout') == 0 then
+            return {redis.call('HGET', KEYS[1], 'buckets'), 'unversioned'}
+        end
+        redis.call('HSETNX', KEYS[1], 'buckets', ARGV[1])
+        redis.call('HSETNX', KEYS[1], 'layout', ARGV[2])
+        return {redis.call('HGET', KEYS[1], 'buckets'), redis.call('HGET', KEYS[1], 'layout')}";
+    let (stored_buckets, stored_layout): (String, String) = pool
+        .next()
+        .eval(
+            CHECK,
+            keys::META,
+            vec![buckets.to_string(), keys::LAYOUT_VERSION.to_owned()],
+        )
         .await
         .map_err(|e| ConnectError::Connect(e.to_string()))?;
-    let stored: Option<String> = client
-        .hget(keys::META, "buckets")
-        .await
-        .map_err(|e| ConnectError::Connect(e.to_string()))?;
-    match stored {
-        Some(s) if s == buckets.to_string() => Ok(()),
-        stored => Err(ConnectError::BucketMismatch {
-            configured: buckets,
-            stored: stored.unwrap_or_else(|| "no".into()),
-        }),
+    if stored_layout != keys::LAYOUT_VERSION {
+        return Err(ConnectError::LayoutMismatch {
+            stored: stored_layout,
+        });
     }
+    if stored_buckets != buckets.to_string() {
+        return Err(ConnectError::BucketMismatch {
+            configured: buckets,
+            stored: stored_buckets,
+        });
+    }
+    Ok(())
 }
