@@ -14,6 +14,7 @@ use synckairos::store::memory::MemoryStore;
 use synckairos::store::redis::RedisStore;
 use synckairos::store::{FeedEvent, OutboxStats, StateJson, Store, StoreError, Swept, Write};
 
+use common::cluster::RedisCluster;
 use common::redis::RedisServer;
 use common::{T0, session_body};
 
@@ -402,8 +403,18 @@ async fn redis_store() -> (Arc<dyn Store>, RedisServer) {
     (Arc::new(store), server)
 }
 
+/// A Redis store on its own fresh Redis Cluster (3 primaries, 3 replicas).
+async fn cluster_store() -> (Arc<dyn Store>, RedisCluster) {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 1))
+        .await
+        .unwrap();
+    let store = RedisStore::connect(cluster.store_options()).await.unwrap();
+    (Arc::new(store), cluster)
+}
+
 conformance!(memory, memory_store);
 conformance!(redis, redis_store);
+conformance!(redis_cluster, cluster_store);
 
 // ------------------------------------------------------- embedded-only checks
 

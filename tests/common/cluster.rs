@@ -76,6 +76,20 @@ impl RedisCluster {
         format!("redis://127.0.0.1:{port}")
     }
 
+    /// Options for a [`RedisStore`](synckairos::store::redis::RedisStore) of
+    /// its own on this cluster: 16 buckets, the outbox on.
+    pub fn store_options(&self) -> synckairos::store::redis::RedisOptions {
+        synckairos::store::redis::RedisOptions {
+            url: self.url(),
+            cluster: true,
+            buckets: 16,
+            ttl_seconds: 3600,
+            timeout: Duration::from_secs(1),
+            pool_size: 2,
+            outbox: true,
+        }
+    }
+
     /// Environment for an instance on this cluster.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![("REDIS_URL", self.url()), ("REDIS_CLUSTER", "true".into())]
@@ -170,7 +184,11 @@ impl RedisCluster {
             .args(["--cluster", "add-node", &format!("127.0.0.1:{port}"), &seed])
             .output()
             .unwrap();
-        assert!(out.status.success(), "add-node: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "add-node: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         self.wait_until("the new node to join", |c| {
             c.topology().iter().any(|n| n.port == port) && c.healthy()
         });
@@ -186,7 +204,11 @@ impl RedisCluster {
             .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "reshard: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "reshard: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         self.wait_until("the reshard to settle", |c| c.healthy());
         port
     }
@@ -232,11 +254,23 @@ impl RedisCluster {
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
             .args(["--cluster-node-timeout", "1000"])
             // Elect a replica even if it lagged: these tests fail over on purpose.
             .args(["--cluster-replica-validity-factor", "0"])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .args(["--protected-mode", "no", "--dir"])
             .arg(&dir)
             .stdout(Stdio::null())
@@ -303,7 +337,8 @@ pub fn parse_nodes(text: &str) -> Vec<Node> {
                 primary: flags.contains("master"),
                 replica_of: (f[3] != "-").then(|| f[3].to_owned()),
                 slots,
-                failed: flags.contains("fail") && !flags.contains("fail?") || flags.contains("noaddr"),
+                failed: flags.contains("fail") && !flags.contains("fail?")
+                    || flags.contains("noaddr"),
             })
         })
         .collect()

@@ -12,6 +12,7 @@ mod pubsub;
 mod wakeups;
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -25,11 +26,11 @@ use fred::interfaces::{
 };
 use fred::prelude::{Builder, Config as FredConfig, ReconnectPolicy};
 use fred::types::Value;
-use fred::types::scan::Scanner;
+use fred::types::scan::{ScanResult, Scanner};
 use fred::types::scripts::Script;
 use fred::types::{Expiration, SetOptions};
-use futures_util::StreamExt;
 use futures_util::future::join_all;
+use futures_util::{Stream, StreamExt};
 use thiserror::Error;
 use tokio::sync::broadcast;
 
@@ -464,7 +465,7 @@ impl Store for RedisStore {
     }
 
     /// One instance at a time (a short `SET NX` lock); SCANs the state keys
-    /// (standalone Redis: on a Cluster this sees one node only).
+    /// (of every primary, on a Cluster).
     async fn sweep(&self, now: Timestamp, lease_ms: i64) -> Result<Swept, StoreError> {
         let client = self.pool.next();
         let token = uuid::Uuid::new_v4().to_string();
@@ -769,7 +770,16 @@ impl RedisStore {
         let mut repairs = 0;
         let mut counted = 0;
         let mut live = HashSet::new();
-        let mut pages = client.scan("sk:{*}:s:*", Some(500), None);
+        // On a Cluster every primary is scanned: a key moved by a reshard
+        // meanwhile may be missed, which only defers its check to the next
+        // sweep (orphans below are re-checked by the script itself).
+        const STATES: &str = "sk:{*}:s:*";
+        let mut pages: Pin<Box<dyn Stream<Item = Result<ScanResult, fred::error::Error>> + Send>> =
+            if self.options.cluster {
+                Box::pin(client.scan_cluster(STATES, Some(500), None))
+            } else {
+                Box::pin(client.scan(STATES, Some(500), None))
+            };
         while let Some(page) = pages.next().await {
             let mut page = page.map_err(unavailable)?;
             let ids: Vec<SessionId> = page
