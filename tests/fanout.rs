@@ -1,5 +1,5 @@
 //! Fan-out across instances: three SyncKairos processes of the built binary on
-//! one test Redis, WebSocket clients on each. Any write on any instance must
+//! one test Redis (or a Redis Cluster), WebSocket clients on each. Any write on any instance must
 //! reach every client of the session on every instance, in version order.
 
 mod common;
@@ -7,7 +7,8 @@ mod common;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use common::process::{Instance, instances};
+use common::cluster::RedisCluster;
+use common::process::{Instance, cluster_instances, instances};
 use common::redis::RedisServer;
 use common::ws::WsClient;
 use common::*;
@@ -20,14 +21,23 @@ fn rest(instance: &Instance) -> Rest {
 #[tokio::test]
 async fn a_switch_on_one_instance_reaches_clients_on_all_three_and_delete_closes_them() {
     let redis = RedisServer::start();
-    let nodes = instances(&redis, 3);
+    switch_reaches_every_client_and_delete_closes_them(&instances(&redis, 3)).await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_a_switch_reaches_clients_on_all_three_and_delete_closes_them() {
+    let cluster = RedisCluster::start(3, 1);
+    switch_reaches_every_client_and_delete_closes_them(&cluster_instances(&cluster, 3, &[])).await;
+}
+
+async fn switch_reaches_every_client_and_delete_closes_them(nodes: &[Instance]) {
     let a = rest(&nodes[0]);
 
     let body = session_body("per_participant", 2, 600_000);
     let id = body["session_id"].as_str().unwrap().to_owned();
     // One client per instance connects before the session exists.
     let mut clients = Vec::new();
-    for node in &nodes {
+    for node in nodes {
         let mut ws = WsClient::watch(&node.base(), &id).await;
         assert_eq!(ws.next().await["type"], "CONNECTED");
         clients.push(ws);
@@ -77,12 +87,21 @@ async fn a_switch_on_one_instance_reaches_clients_on_all_three_and_delete_closes
 #[tokio::test]
 async fn two_hundred_switches_from_several_instances_arrive_in_version_order_everywhere() {
     let redis = RedisServer::start();
-    let nodes = instances(&redis, 3);
+    switches_arrive_in_version_order_everywhere(&instances(&redis, 3)).await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_two_hundred_switches_arrive_in_version_order_everywhere() {
+    let cluster = RedisCluster::start(3, 1);
+    switches_arrive_in_version_order_everywhere(&cluster_instances(&cluster, 3, &[])).await;
+}
+
+async fn switches_arrive_in_version_order_everywhere(nodes: &[Instance]) {
     let apps: Vec<Rest> = nodes.iter().map(rest).collect();
     let id = apps[0].started("per_participant", 2, 3_600_000).await;
 
     let mut clients = Vec::new();
-    for node in &nodes {
+    for node in nodes {
         for _ in 0..2 {
             let mut ws = WsClient::watch(&node.base(), &id).await;
             assert_eq!(ws.next_of("STATE_SYNC").await["state"]["version"], 2);

@@ -90,11 +90,6 @@ impl RedisCluster {
         }
     }
 
-    /// Environment for an instance on this cluster.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![("REDIS_URL", self.url()), ("REDIS_CLUSTER", "true".into())]
-    }
-
     /// Runs a command on one node through `redis-cli` (`-c`: follows
     /// redirects) and returns its output.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Lines};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::cluster::RedisCluster;
 use super::redis::RedisServer;
 
 /// The binary with an empty environment, on loopback, port 0, JSON logs,
@@ -101,4 +102,16 @@ pub fn instances(redis: &RedisServer, n: usize) -> Vec<Instance> {
     (0..n)
         .map(|_| Instance::start(&[("REDIS_URL", url.as_str())]))
         .collect()
+}
+
+/// `n` instances on a Redis Cluster, each a separate OS process.
+pub fn cluster_instances(
+    cluster: &RedisCluster,
+    n: usize,
+    extra: &[(&str, &str)],
+) -> Vec<Instance> {
+    let url = cluster.url();
+    let mut env = vec![("REDIS_URL", url.as_str()), ("REDIS_CLUSTER", "true")];
+    env.extend_from_slice(extra);
+    (0..n).map(|_| Instance::start(&env)).collect()
 }
