@@ -2,7 +2,8 @@
 //! isolation matters (several instances, SIGTERM, kill -9).
 
 use std::io::{BufRead, BufReader, Lines};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::cluster::RedisCluster;
@@ -23,10 +24,13 @@ pub fn binary() -> Command {
     cmd
 }
 
-/// A started instance; killed if the test ends before it exits.
+/// A started instance; killed if the test ends before it exits. Its output
+/// is read continuously by a thread of its own: a pipe nobody reads fills up
+/// (64 KiB) and then blocks the server on its next log line.
 pub struct Instance {
     child: Child,
-    log: Lines<BufReader<ChildStdout>>,
+    log: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
     /// The start-up log line.
     pub started: serde_json::Value,
 }
@@ -35,13 +39,17 @@ impl Instance {
     /// Starts the binary with `env` and waits for its start-up line.
     pub fn start(env: &[(&str, &str)]) -> Self {
         let mut child = binary().envs(env.iter().copied()).spawn().unwrap();
-        let mut log = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = log.next().expect("a start-up line").unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = stdout.next().expect("a start-up line").unwrap();
         let started =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("start-up line: {line}"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        let readers = vec![collect(stdout, log.clone()), collect(stderr, log.clone())];
         Self {
             child,
             log,
+            readers,
             started,
         }
     }
@@ -84,9 +92,29 @@ impl Instance {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let rest = self.log.by_ref().map_while(Result::ok).collect();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        let rest = std::mem::take(&mut *self.log.lock().unwrap());
         (status, rest)
     }
+
+    /// What it logged after the start-up line, so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// Reads lines until EOF (the process exited) into `log`.
+fn collect<R: std::io::Read + Send + 'static>(
+    lines: Lines<BufReader<R>>,
+    log: Arc<Mutex<Vec<String>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            log.lock().unwrap().push(line);
+        }
+    })
 }
 
 impl Drop for Instance {

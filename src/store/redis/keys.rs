@@ -142,6 +142,13 @@ impl Layout {
         format!("sk:{{{}}}:hint", self.tag(b))
     }
 
+    /// An instance's own probe channel in bucket `b`'s slot: it publishes
+    /// there and expects to hear itself, proving that its subscription on
+    /// that slot's owner still delivers.
+    pub fn probe_channel(&self, b: u16, instance: uuid::Uuid) -> String {
+        format!("sk:{{{}}}:probe:{instance}", self.tag(b))
+    }
+
     /// All keys one write touches, in the order the scripts expect them.
     pub fn session_keys(&self, id: SessionId) -> Vec<String> {
         let b = self.bucket(id);
@@ -191,11 +198,6 @@ pub fn hash_tag(name: &str) -> &str {
         .map_or(name, |(tag, _)| tag)
 }
 
-/// An instance's own probe channel: it publishes there and expects to hear
-/// itself, proving its pub/sub link still delivers.
-pub fn probe_channel(instance: uuid::Uuid) -> String {
-    format!("sk:{{0}}:probe:{instance}")
-}
 
 #[cfg(test)]
 mod tests {
@@ -211,10 +213,12 @@ mod tests {
         assert!(keys.iter().all(|k| k.contains(&tag)), "{keys:?}");
         assert!(keys.iter().all(|k| layout.bucket_of(k) == Some(b)));
         assert_eq!(session_of_channel(&keys[3]), Some(id));
-        assert_eq!(session_of_channel(&probe_channel(id.0)), None);
+        let probe = layout.probe_channel(b, id.0);
+        assert_eq!(session_of_channel(&probe), None);
+        assert!(!is_hint_channel(&probe));
         assert_eq!(session_of_channel(&keys[4]), None);
         assert!(is_hint_channel(&keys[4]) && !is_hint_channel(&keys[3]));
-        assert_eq!(hash_tag(&probe_channel(id.0)), "0");
+        assert_eq!(layout.bucket_of(&probe), Some(b));
         assert_eq!(hash_tag("plain"), "plain");
     }
 

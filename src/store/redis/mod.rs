@@ -14,7 +14,6 @@ mod wakeups;
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -131,8 +130,8 @@ pub struct RedisStore {
     layout: Layout,
     options: RedisOptions,
     feed: broadcast::Sender<FeedEvent>,
-    /// When this instance last heard its own pub/sub probe.
-    probe_heard: pubsub::LastProbe,
+    /// The instance's pub/sub probes, one per bucket's slot.
+    probes: Arc<pubsub::Probes>,
     /// When the scheduler next polls the due sets.
     wakeups: Arc<Wakeups>,
 }
@@ -210,33 +209,38 @@ impl RedisStore {
         }
 
         let feed = broadcast::channel(FEED_CAPACITY).0;
-        let probe = keys::probe_channel(uuid::Uuid::new_v4());
-        let probe_heard = Arc::new(AtomicI64::new(pubsub::wall_ms()));
+        let probes = pubsub::Probes::new(&layout, uuid::Uuid::new_v4());
         let wakeups = Arc::new(Wakeups::default());
         tokio::spawn(pubsub::drain(
             subscriber.clone(),
             feed.clone(),
-            probe.clone(),
-            probe_heard.clone(),
+            probes.clone(),
             wakeups.clone(),
         ));
-        subscriber
-            .ssubscribe(probe.as_str())
-            .await
-            .map_err(|e| ConnectError::Connect(format!("subscribing the probe: {e}")))?;
-        // One SSUBSCRIBE per bucket (each its own slot), pipelined.
-        let hints = (0..options.buckets).map(|b| subscriber.ssubscribe(layout.hint_channel(b)));
-        for subscribed in join_all(hints).await {
+        // One SSUBSCRIBE per channel (each bucket its own slot), pipelined.
+        let channels = probes
+            .channels()
+            .iter()
+            .cloned()
+            .chain((0..options.buckets).map(|b| layout.hint_channel(b)));
+        for subscribed in join_all(channels.map(|c| subscriber.ssubscribe(c))).await {
             subscribed.map_err(|e| {
-                ConnectError::Connect(format!("subscribing the hint channels: {e}"))
+                ConnectError::Connect(format!("subscribing the probe and hint channels: {e}"))
             })?;
         }
         tokio::spawn(pubsub::probe(
             pool.clone(),
             subscriber.clone(),
-            probe,
-            probe_heard.clone(),
+            probes.clone(),
         ));
+        if options.cluster {
+            tokio::spawn(pubsub::follow_topology(
+                pool.clone(),
+                subscriber.clone(),
+                feed.clone(),
+                wakeups.clone(),
+            ));
+        }
         Ok(Self {
             pool,
             subscriber,
@@ -244,7 +248,7 @@ impl RedisStore {
             layout,
             options,
             feed,
-            probe_heard,
+            probes,
             wakeups,
         })
     }
@@ -527,6 +531,7 @@ impl Store for RedisStore {
             (buckets, reply)
         });
         let mut entries = Vec::new();
+        let mut failed = None;
         for (buckets, reply) in join_all(reads).await {
             match reply {
                 // XREADGROUP answers [[stream, entries], …] (or nil: nothing new).
@@ -543,12 +548,12 @@ impl Store for RedisStore {
                 }
                 Err(e) => {
                     for &b in buckets {
-                        self.on_outbox_error(client, b, e.clone()).await?;
+                        failed = failed.or(self.on_outbox_error(client, b, e.clone()).await.err());
                     }
                 }
             }
         }
-        Ok(entries)
+        read_or_failed(entries, failed)
     }
 
     async fn outbox_reclaim(
@@ -574,6 +579,7 @@ impl Store for RedisStore {
             (b, reply)
         });
         let mut entries = Vec::new();
+        let mut failed = None;
         for (b, reply) in join_all(claims).await {
             match reply {
                 // XAUTOCLAIM answers [next cursor, entries, deleted ids].
@@ -582,10 +588,10 @@ impl Store for RedisStore {
                         entries.extend(stream_entries(b, list));
                     }
                 }
-                Err(e) => self.on_outbox_error(client, b, e).await?,
+                Err(e) => failed = failed.or(self.on_outbox_error(client, b, e).await.err()),
             }
         }
-        Ok(entries)
+        read_or_failed(entries, failed)
     }
 
     async fn outbox_ack(&self, receipts: &[Receipt]) -> Result<(), StoreError> {
@@ -656,7 +662,7 @@ impl Store for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let _: String = self.pool.next().ping(None).await.map_err(unavailable)?;
-        let silent = pubsub::wall_ms() - self.probe_heard.load(Ordering::Relaxed);
+        let silent = self.probes.silent_ms();
         if silent > pubsub::PROBE_TIMEOUT_MS {
             return Err(StoreError::Unavailable(format!(
                 "pub/sub probe not answered for {silent} ms"
@@ -919,6 +925,24 @@ fn num(n: u64) -> Value {
 
 fn encode_event(event: &AuditEvent) -> Result<String, StoreError> {
     serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// What a read over several buckets returns when some failed: the entries
+/// of the others all the same (Redis has already recorded them as delivered
+/// to this consumer, so dropping them would strand them until reclaimed as
+/// idle), and the error only when nothing was read.
+fn read_or_failed(
+    entries: Vec<OutboxEntry>,
+    failed: Option<StoreError>,
+) -> Result<Vec<OutboxEntry>, StoreError> {
+    match failed {
+        Some(e) if entries.is_empty() => Err(e),
+        Some(e) => {
+            tracing::warn!(error = %e, read = entries.len(), "some audit outbox streams could not be read");
+            Ok(entries)
+        }
+        None => Ok(entries),
+    }
 }
 
 /// `REDIS_CLUSTER=true` turns a plain URL into fred's cluster scheme.

@@ -1,9 +1,18 @@
-//! The dedicated pub/sub connection. fred delivers messages on a small
-//! broadcast channel (32 by default) that silently drops what a slow reader
-//! misses, so one task does nothing but drain it into the instance's feed;
-//! the same task resubscribes after a reconnect and tells the feed, because
-//! updates may have been missed while the link was down. Deadline hints go
-//! to the scheduler's [`Wakeups`] instead of the feed.
+//! The dedicated pub/sub connection (one per primary, on a Cluster). fred
+//! delivers messages on a small broadcast channel (32 by default) that
+//! silently drops what a slow reader misses, so one task does nothing but
+//! drain it into the instance's feed; the same task resubscribes after a
+//! reconnect and tells the feed, because updates may have been missed while
+//! the link was down. Deadline hints go to the scheduler's [`Wakeups`]
+//! instead of the feed.
+//!
+//! Two ways a subscription dies without the connection failing, both
+//! covered here: a Cluster slot moving to another primary (a failover or a
+//! reshard: the old owner drops its shard subscribers with an unsolicited
+//! SUNSUBSCRIBE, which fred swallows), and a server that stops delivering.
+//! The first is caught when the command connections see the topology change
+//! ([`follow_topology`]); both are caught by [`probe`]: the instance
+//! publishes to itself on every bucket's slot and must hear every probe.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,24 +20,75 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use fred::clients::{Pool, SubscriberClient};
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, ClusterInterface, EventInterface, PubsubInterface};
+use futures_util::future::join_all;
 use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use super::keys;
+use super::keys::{self, Layout};
 use super::wakeups::Wakeups;
 use crate::clock::Clock;
 use crate::store::FeedEvent;
 
-/// When the instance last heard its own probe, in epoch ms.
-pub type LastProbe = Arc<AtomicI64>;
+/// The instance's own probe channels, one per bucket (so one in every slot
+/// the deployment uses, hence on every primary that owns a bucket), and when
+/// each was last heard, in epoch ms.
+pub struct Probes {
+    channels: Vec<String>,
+    index: HashMap<String, usize>,
+    heard: Vec<AtomicI64>,
+}
+
+impl Probes {
+    pub fn new(layout: &Layout, instance: uuid::Uuid) -> Arc<Self> {
+        let channels: Vec<String> = (0..layout.bucket_count())
+            .map(|b| layout.probe_channel(b, instance))
+            .collect();
+        let index = channels
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), i))
+            .collect();
+        let now = wall_ms();
+        let heard = channels.iter().map(|_| AtomicI64::new(now)).collect();
+        Arc::new(Self {
+            channels,
+            index,
+            heard,
+        })
+    }
+
+    pub fn channels(&self) -> &[String] {
+        &self.channels
+    }
+
+    /// Records an echo; false if `channel` is not one of ours.
+    fn heard(&self, channel: &str) -> bool {
+        match self.index.get(channel) {
+            Some(&i) => {
+                self.heard[i].store(wall_ms(), Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How long the quietest probe has gone unheard.
+    pub fn silent_ms(&self) -> i64 {
+        let now = wall_ms();
+        self.heard
+            .iter()
+            .map(|h| now - h.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
+    }
+}
 
 /// Forwards messages to `feed` until the client is dropped; records probe echoes.
 pub async fn drain(
     subscriber: SubscriberClient,
     feed: broadcast::Sender<FeedEvent>,
-    probe: String,
-    heard: LastProbe,
+    probes: Arc<Probes>,
     wakeups: Arc<Wakeups>,
 ) {
     let mut messages = subscriber.message_rx();
@@ -40,8 +100,7 @@ pub async fn drain(
         tokio::select! {
             message = messages.recv() => match message {
                 Ok(m) => {
-                    if *m.channel == *probe {
-                        heard.store(wall_ms(), Ordering::Relaxed);
+                    if probes.heard(&m.channel) {
                         continue;
                     }
                     if keys::is_hint_channel(&m.channel) {
@@ -130,26 +189,30 @@ pub fn wall_ms() -> i64 {
     Clock::System.now().ms()
 }
 
-/// How often the probe is published.
+/// How often the probes are published.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
-/// Probe silence after which the link counts as broken (three probes missed).
+/// Probe silence after which a link counts as broken (three probes missed).
 pub const PROBE_TIMEOUT_MS: i64 = 3 * PROBE_INTERVAL.as_millis() as i64;
 
-/// Publishes the probe every [`PROBE_INTERVAL`]; if none came back for
-/// [`PROBE_TIMEOUT_MS`], forces the subscriber to reconnect, which
-/// resubscribes and resynchronises local clients.
-pub async fn probe(pool: Pool, subscriber: SubscriberClient, channel: String, heard: LastProbe) {
+/// Publishes every probe each [`PROBE_INTERVAL`]; if one has not come back
+/// for [`PROBE_TIMEOUT_MS`], forces the subscriber to reconnect (on a
+/// Cluster, to the slots' current owners), which resubscribes and
+/// resynchronises local clients.
+pub async fn probe(pool: Pool, subscriber: SubscriberClient, probes: Arc<Probes>) {
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     loop {
         tick.tick().await;
-        if let Err(e) = pool
-            .next()
-            .spublish::<(), _, _>(channel.as_str(), wall_ms())
-            .await
-        {
-            tracing::debug!(error = %e, "probe publish failed");
+        let client = pool.next();
+        let sent = probes
+            .channels()
+            .iter()
+            .map(|channel| client.spublish::<(), _, _>(channel.as_str(), wall_ms()));
+        for published in join_all(sent).await {
+            if let Err(e) = published {
+                tracing::debug!(error = %e, "probe publish failed");
+            }
         }
-        let silent = wall_ms() - heard.load(Ordering::Relaxed);
+        let silent = probes.silent_ms();
         if silent > PROBE_TIMEOUT_MS {
             tracing::warn!(
                 silent_ms = silent,
@@ -159,3 +222,48 @@ pub async fn probe(pool: Pool, subscriber: SubscriberClient, channel: String, he
         }
     }
 }
+
+/// Cluster only: when a command connection learns that slots moved (its
+/// MOVED answers make fred re-read the topology), the subscriber re-reads it
+/// too and subscribes every channel again, each on its slot's owner now,
+/// then every local socket gets a STATE_SYNC (updates published on the new
+/// owner before that were not delivered here).
+pub async fn follow_topology(
+    pool: Pool,
+    subscriber: SubscriberClient,
+    feed: broadcast::Sender<FeedEvent>,
+    wakeups: Arc<Wakeups>,
+) {
+    let mut changes: Vec<_> = pool
+        .clients()
+        .iter()
+        .map(|c| c.cluster_change_rx())
+        .chain(std::iter::once(subscriber.cluster_change_rx()))
+        .collect();
+    loop {
+        let next = changes.iter_mut().map(|rx| Box::pin(rx.recv()));
+        let (changed, _, _) = futures_util::future::select_all(next).await;
+        if matches!(changed, Err(RecvError::Closed)) {
+            return;
+        }
+        // One resubscription for a burst of changes (every pool connection
+        // reports the same move).
+        tokio::time::sleep(TOPOLOGY_SETTLE).await;
+        for rx in &mut changes {
+            while !matches!(rx.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {}
+        }
+        if let Err(e) = subscriber.sync_cluster().await {
+            tracing::warn!(error = %e, "re-reading the cluster topology failed");
+        }
+        resubscribe(&subscriber).await;
+        tracing::info!(
+            channels = subscriber.tracked_shard_channels().len(),
+            "cluster topology changed; resubscribed"
+        );
+        wakeups.poll_now();
+        let _ = feed.send(FeedEvent::Resubscribed);
+    }
+}
+
+/// How long a topology change may keep changing before we act on it.
+const TOPOLOGY_SETTLE: Duration = Duration::from_millis(50);
