@@ -67,6 +67,15 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout)
         );
         cluster.wait_until("the cluster is ok on every node", |c| c.healthy());
+        // A replica still on its first sync has nothing to fail over with.
+        cluster.wait_until("every replica to be in sync", |c| {
+            c.nodes.keys().all(|&port| {
+                let info = c.cli(port, &["info", "replication"]);
+                info.contains("role:master")
+                    || info.contains("master_link_status:up")
+                        && info.contains("master_sync_in_progress:0")
+            })
+        });
         cluster
     }
 
@@ -155,18 +164,25 @@ impl RedisCluster {
             .unwrap()
     }
 
-    /// SIGKILL a node (a crash). With `cluster-node-timeout` 1 s its replica
-    /// is elected within a few seconds; see [`RedisCluster::wait_for_election`].
-    pub fn kill(&mut self, port: u16) {
-        if let Some(mut child) = self.nodes.remove(&port) {
+    /// SIGKILL a primary (a crash) and wait until the others have marked it
+    /// failed and elected its replica for its slots (`cluster-node-timeout`
+    /// is 1 s, so a few seconds). Returns the elected replica.
+    pub fn kill_primary(&mut self, primary: &Node) -> Node {
+        let replica = self.replica_of(primary);
+        if let Some(mut child) = self.nodes.remove(&primary.port) {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-
-    /// Waits until every slot is served again after a crash.
-    pub fn wait_for_election(&self) {
-        self.wait_until("a replica to be elected", |c| c.healthy());
+        self.wait_until("a replica to be elected", |c| {
+            c.topology()
+                .iter()
+                .any(|n| n.id == replica.id && n.primary && n.slots == primary.slots)
+                && c.healthy()
+        });
+        self.topology()
+            .into_iter()
+            .find(|n| n.id == replica.id)
+            .unwrap()
     }
 
     /// Adds an empty primary and moves `slots` slots to it from `from`
@@ -256,8 +272,6 @@ impl RedisCluster {
                 "nodes.conf",
             ])
             .args(["--cluster-node-timeout", "1000"])
-            // Elect a replica even if it lagged: these tests fail over on purpose.
-            .args(["--cluster-replica-validity-factor", "0"])
             .args([
                 "--appendonly",
                 "yes",

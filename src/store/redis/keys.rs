@@ -198,7 +198,6 @@ pub fn hash_tag(name: &str) -> &str {
         .map_or(name, |(tag, _)| tag)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,10 +161,11 @@ impl RedisStore {
             .with_connection_config(|c| {
                 c.connection_timeout = options.timeout.max(Duration::from_secs(1));
                 c.internal_command_timeout = options.timeout.max(Duration::from_secs(1));
-                // A write whose connection dropped mid-flight may have run:
-                // retrying it could report a conflict for our own success, so
-                // it fails (503) instead and the client re-reads.
-                c.max_command_attempts = 1;
+                // A command is tried again after a Cluster redirect (MOVED,
+                // ASK: it did not run) or a dropped connection (it may have
+                // run). Both are safe: the write script recognises its own
+                // write replayed. The command timeout bounds all tries.
+                c.max_command_attempts = 3;
             })
             // Reconnect forever, backing off from 10 ms to 1 s.
             .set_policy(ReconnectPolicy::new_exponential(0, 10, 1_000, 2));
@@ -234,9 +235,13 @@ impl RedisStore {
             probes.clone(),
         ));
         if options.cluster {
+            let slots = (0..options.buckets)
+                .map(|b| keys::slot(layout.tag(b)))
+                .collect();
             tokio::spawn(pubsub::follow_topology(
                 pool.clone(),
                 subscriber.clone(),
+                slots,
                 feed.clone(),
                 wakeups.clone(),
             ));
@@ -264,8 +269,7 @@ impl RedisStore {
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<(), StoreError> {
-        let reply: Vec<i64> = script
-            .evalsha_with_reload(self.pool.next(), keys, args)
+        let reply: Vec<i64> = run_script(&self.pool, script, keys, args)
             .await
             .map_err(unavailable)?;
         match reply.as_slice() {
@@ -751,10 +755,7 @@ impl RedisStore {
             self.layout.due(b),
             self.layout.hint_channel(b),
         ];
-        let changed: i64 = self
-            .scripts
-            .reindex
-            .evalsha_with_reload(self.pool.next(), keys, args)
+        let changed: i64 = run_script(&self.pool, &self.scripts.reindex, keys, args)
             .await
             .map_err(unavailable)?;
         Ok(changed == 1)
@@ -926,6 +927,35 @@ fn num(n: u64) -> Value {
 fn encode_event(event: &AuditEvent) -> Result<String, StoreError> {
     serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
+
+/// Runs a multi-key script by SHA (loading it where it is missing). While
+/// a Cluster slot migrates, a script whose keys are split between the two
+/// nodes is refused with TRYAGAIN before it runs, so retrying it is safe;
+/// the migration of one slot's keys takes milliseconds.
+async fn run_script<R: fred::types::FromValue>(
+    pool: &Pool,
+    script: &Script,
+    keys: Vec<String>,
+    args: Vec<Value>,
+) -> Result<R, fred::error::Error> {
+    let mut delay = Duration::from_millis(5);
+    for _ in 0..TRYAGAIN_ATTEMPTS {
+        match script
+            .evalsha_with_reload(pool.next(), keys.clone(), args.clone())
+            .await
+        {
+            Err(e) if e.details().starts_with("TRYAGAIN") => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            result => return result,
+        }
+    }
+    script.evalsha_with_reload(pool.next(), keys, args).await
+}
+
+/// Tries of a script refused with TRYAGAIN before the last (5 + 10 + … ms).
+const TRYAGAIN_ATTEMPTS: u32 = 5;
 
 /// What a read over several buckets returns when some failed: the entries
 /// of the others all the same (Redis has already recorded them as delivered

@@ -225,12 +225,15 @@ pub async fn probe(pool: Pool, subscriber: SubscriberClient, probes: Arc<Probes>
 
 /// Cluster only: when a command connection learns that slots moved (its
 /// MOVED answers make fred re-read the topology), the subscriber re-reads it
-/// too and subscribes every channel again, each on its slot's owner now,
-/// then every local socket gets a STATE_SYNC (updates published on the new
-/// owner before that were not delivered here).
+/// too; if the owner of a slot this deployment uses changed (its buckets'
+/// `slots`), every channel is subscribed again, each on its slot's owner
+/// now, and every local socket gets a STATE_SYNC (updates published on the
+/// new owner before that were not delivered here). A reshard moves slots
+/// one at a time, so changes are acted on once they pause.
 pub async fn follow_topology(
     pool: Pool,
     subscriber: SubscriberClient,
+    slots: Vec<u16>,
     feed: broadcast::Sender<FeedEvent>,
     wakeups: Arc<Wakeups>,
 ) {
@@ -240,30 +243,64 @@ pub async fn follow_topology(
         .map(|c| c.cluster_change_rx())
         .chain(std::iter::once(subscriber.cluster_change_rx()))
         .collect();
+    let owners = |subscriber: &SubscriberClient| -> Vec<Option<String>> {
+        let routing = subscriber.cached_cluster_state();
+        slots
+            .iter()
+            .map(|&slot| {
+                routing
+                    .as_ref()
+                    .and_then(|r| r.get_server(slot))
+                    .map(|s| s.to_string())
+            })
+            .collect()
+    };
+    // The owners our subscriptions were last made with.
+    let mut known = owners(&subscriber);
     loop {
         let next = changes.iter_mut().map(|rx| Box::pin(rx.recv()));
         let (changed, _, _) = futures_util::future::select_all(next).await;
         if matches!(changed, Err(RecvError::Closed)) {
             return;
         }
-        // One resubscription for a burst of changes (every pool connection
-        // reports the same move).
-        tokio::time::sleep(TOPOLOGY_SETTLE).await;
-        for rx in &mut changes {
-            while !matches!(rx.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {}
+        // Wait for a pause in the changes (at most TOPOLOGY_SETTLE_MAX).
+        let started = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(TOPOLOGY_SETTLE).await;
+            let mut more = false;
+            for rx in &mut changes {
+                while !matches!(
+                    rx.try_recv(),
+                    Err(TryRecvError::Empty | TryRecvError::Closed)
+                ) {
+                    more = true;
+                }
+            }
+            if !more || started.elapsed() >= TOPOLOGY_SETTLE_MAX {
+                break;
+            }
         }
         if let Err(e) = subscriber.sync_cluster().await {
             tracing::warn!(error = %e, "re-reading the cluster topology failed");
         }
+        let now = owners(&subscriber);
+        let moved = known.iter().zip(&now).filter(|(k, n)| k != n).count();
+        if moved == 0 {
+            continue;
+        }
+        known = now;
         resubscribe(&subscriber).await;
         tracing::info!(
+            buckets_moved = moved,
             channels = subscriber.tracked_shard_channels().len(),
-            "cluster topology changed; resubscribed"
+            "cluster slots of our buckets moved; resubscribed"
         );
         wakeups.poll_now();
         let _ = feed.send(FeedEvent::Resubscribed);
     }
 }
 
-/// How long a topology change may keep changing before we act on it.
-const TOPOLOGY_SETTLE: Duration = Duration::from_millis(50);
+/// Quiet time after a topology change before acting on it, and the longest
+/// a stream of changes (a reshard) may postpone that.
+const TOPOLOGY_SETTLE: Duration = Duration::from_millis(200);
+const TOPOLOGY_SETTLE_MAX: Duration = Duration::from_secs(2);

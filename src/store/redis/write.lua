@@ -13,17 +13,23 @@
 --
 -- Returns {1} on success, {0, stored version or -1 if absent} on a conflict.
 -- Every check happens before the first write, so a refusal changes nothing.
+-- Idempotent: the same call again (a retry after a lost reply, a dropped
+-- connection or a Cluster redirect) finds its own state stored at the new
+-- version and succeeds without writing anything twice.
 
 local stored = redis.call('HGET', KEYS[1], 'v')
 local expected = tonumber(ARGV[1])
+local current
 if expected == 0 then
-  if stored then
-    return {0, tonumber(stored)}
+  current = not stored
+else
+  current = stored and tonumber(stored) == expected
+end
+if not current then
+  if stored == ARGV[2] and redis.call('HGET', KEYS[1], 'd') == ARGV[3] then
+    return {1}
   end
-elseif not stored then
-  return {0, -1}
-elseif tonumber(stored) ~= expected then
-  return {0, tonumber(stored)}
+  return {0, stored and tonumber(stored) or -1}
 end
 
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
