@@ -104,6 +104,9 @@ struct Storm {
     /// Answers by status.
     statuses: BTreeMap<u16, u64>,
     slowest: Duration,
+    /// The longest a worker went from its first 503 to its next success:
+    /// the unavailability a client saw.
+    unavailable: Duration,
     /// Other answers than 200, 409 or 503, with their bodies.
     unexpected: Vec<String>,
 }
@@ -119,12 +122,24 @@ async fn storm(apps: &[Arc<Rest>], ids: &[String], stop: Arc<AtomicBool>) -> Sto
             let mut seen = Storm::default();
             let path = format!("/v1/sessions/{id}/switch");
             let mut turn = k;
+            let mut failing_since: Option<Instant> = None;
             while !stop.load(Ordering::Relaxed) {
                 turn += 1;
                 let started = Instant::now();
                 let r = apps[turn % apps.len()].post(&path, None).await;
                 seen.slowest = seen.slowest.max(started.elapsed());
                 *seen.statuses.entry(r.status.as_u16()).or_default() += 1;
+                match r.status.as_u16() {
+                    503 => {
+                        failing_since.get_or_insert(started);
+                    }
+                    200 => {
+                        if let Some(since) = failing_since.take() {
+                            seen.unavailable = seen.unavailable.max(since.elapsed());
+                        }
+                    }
+                    _ => {}
+                }
                 match r.status.as_u16() {
                     200 => {
                         let v = r.data()["version"].as_u64().unwrap();
@@ -147,6 +162,7 @@ async fn storm(apps: &[Arc<Rest>], ids: &[String], stop: Arc<AtomicBool>) -> Sto
             *total.statuses.entry(s).or_default() += n;
         }
         total.slowest = total.slowest.max(part.slowest);
+        total.unavailable = total.unavailable.max(part.unavailable);
         total.unexpected.extend(part.unexpected);
     }
     total
@@ -252,9 +268,10 @@ async fn survives(disrupt: impl FnOnce(&mut RedisCluster) + Send + 'static) {
     stop.store(true, Ordering::Relaxed);
     let seen = storming.await.unwrap();
     eprintln!(
-        "storm: {:?}, slowest {:?}, acknowledged {}",
+        "storm: {:?}, slowest {:?}, unavailable for {:?}, acknowledged {}",
         seen.statuses,
         seen.slowest,
+        seen.unavailable,
         seen.acked.values().map(Vec::len).sum::<usize>()
     );
     assert!(seen.unexpected.is_empty(), "{:?}", seen.unexpected);
