@@ -19,6 +19,8 @@
 # Environment (besides the scenario's own parameters, which k6 reads from the
 # environment or from -e NAME=value):
 #   INSTANCES       synckairos instances (2)
+#   CLUSTER         0: one redis-server; N: a Redis Cluster of N primaries (no
+#                   replicas) built with redis-cli --cluster create (0)
 #   AUDIT           on | off: PostgreSQL and DATABASE_URL (on)
 #   BUILD           1: cargo build --release first; 0: use BIN as it is (1)
 #   BIN             the server binary (target/release/synckairos)
@@ -57,6 +59,7 @@ fi
 script=$(cd "$(dirname "$script")" && pwd)/$(basename "$script")
 
 INSTANCES=${INSTANCES:-2}
+CLUSTER=${CLUSTER:-0}
 AUDIT=${AUDIT:-on}
 BUILD=${BUILD:-1}
 BIN=${BIN:-$root/target/release/synckairos}
@@ -64,6 +67,8 @@ READY_TIMEOUT=${READY_TIMEOUT:-60}
 RESULTS_DIR=${RESULTS_DIR:-$root/loadtest/results}
 KEEP=${KEEP:-0}
 [[ "$INSTANCES" =~ ^[1-9][0-9]*$ ]] || die "INSTANCES=$INSTANCES is not a positive number"
+[[ "$CLUSTER" =~ ^[0-9]+$ ]] && { [ "$CLUSTER" = 0 ] || [ "$CLUSTER" -ge 3 ]; } \
+    || die "CLUSTER=$CLUSTER: 0 (one server) or at least 3 primaries"
 case "$AUDIT" in on | off) ;; *) die "AUDIT=$AUDIT: on or off" ;; esac
 
 # Tools.
@@ -99,7 +104,8 @@ fi
 # Everything below is undone by cleanup.
 dir=$(mktemp -d "${TMPDIR:-/tmp}/synckairos-load.XXXXXX")
 chmod 0755 "$dir"
-redis_pid=""
+redis_pids=()
+redis_ports=()
 pg_started=0
 server_pids=()
 
@@ -120,7 +126,7 @@ cleanup() {
     trap - EXIT INT TERM
     set +e
     for pid in "${server_pids[@]}"; do stop_pid "$pid" 5; done
-    [ -n "$redis_pid" ] && stop_pid "$redis_pid" 5
+    for pid in "${redis_pids[@]}"; do stop_pid "$pid" 5; done
     if [ "$pg_started" = 1 ]; then
         as_pg "$(pg_bin pg_ctl)" stop -D "$dir/pg/data" -m fast -w -t 10 >/dev/null 2>&1 \
             || as_pg "$(pg_bin pg_ctl)" stop -D "$dir/pg/data" -m immediate -w -t 10 >/dev/null 2>&1
@@ -185,14 +191,37 @@ command -v setsid >/dev/null && SETSID=setsid
 # Sockets: one per WebSocket on each side, for k6 and the servers alike.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# Redis.
-redis_port=$(free_port)
-$SETSID redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
-    --logfile "$dir/redis.log" --daemonize no &
-redis_pid=$!
-wait_for "redis-server" "$redis_pid" "$dir/redis.log" redis-cli -p "$redis_port" ping
-rcli() { redis-cli -p "$redis_port" "$@" 2>/dev/null; }
-REDIS="redis://127.0.0.1:$redis_port"
+# Redis: one server, or the primaries of a Redis Cluster.
+start_redis() {
+    local port=$1
+    shift
+    mkdir -p "$dir/redis-$port"
+    $SETSID redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$dir/redis-$port" --logfile "$dir/redis-$port.log" --daemonize no "$@" &
+    redis_pids+=($!)
+    redis_ports+=("$port")
+    wait_for "redis-server on $port" "$!" "$dir/redis-$port.log" redis-cli -p "$port" ping
+}
+if [ "$CLUSTER" = 0 ]; then
+    start_redis "$(free_port)"
+    cluster_env=(-u REDIS_CLUSTER)
+else
+    for ((n = 0; n < CLUSTER; n++)); do
+        # The cluster bus listens on port + 10000.
+        while p=$(free_port); [ -n "$(ss -Htan "( sport = :$((p + 10000)) )" 2>/dev/null | head -1)" ]; do :; done
+        start_redis "$p" --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000
+    done
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${redis_ports[@]}") --cluster-replicas 0 \
+        --cluster-yes >"$dir/cluster-create.log" 2>&1 || { cat "$dir/cluster-create.log" >&2; die "cluster create failed"; }
+    cluster_ok() {
+        for p in "${redis_ports[@]}"; do redis-cli -p "$p" cluster info | grep -q cluster_state:ok || return 1; done
+    }
+    wait_for "the Redis Cluster" "" "$dir/cluster-create.log" cluster_ok
+    cluster_env=(REDIS_CLUSTER=true)
+fi
+# A command on every Redis node, output concatenated.
+rcli() { for p in "${redis_ports[@]}"; do redis-cli -p "$p" "$@" 2>/dev/null; done; }
+REDIS="redis://127.0.0.1:${redis_ports[0]}"
 
 # PostgreSQL.
 DB=""
@@ -216,7 +245,7 @@ ports=()
 for i in $(seq 1 "$INSTANCES"); do
     port=$(free_port)
     if [ -n "$DB" ]; then db_env=(DATABASE_URL="$DB"); else db_env=(-u DATABASE_URL); fi
-    $SETSID env "${db_env[@]}" REDIS_URL="$REDIS" HOST=127.0.0.1 PORT="$port" \
+    $SETSID env "${db_env[@]}" "${cluster_env[@]}" REDIS_URL="$REDIS" HOST=127.0.0.1 PORT="$port" \
         RUST_LOG="${RUST_LOG:-warn}" LOG_FORMAT=pretty \
         WS_MAX_CONNECTIONS_PER_IP="${WS_MAX_CONNECTIONS_PER_IP:-100000}" \
         RATE_LIMIT_GENERAL="${RATE_LIMIT_GENERAL:-0}" RATE_LIMIT_SWITCH="${RATE_LIMIT_SWITCH:-0}" \
@@ -231,7 +260,7 @@ for i in $(seq 0 $((INSTANCES - 1))); do
         curl -sf "${bases[$i]}/ready"
 done
 BASE_URLS=$(IFS=,; echo "${bases[*]}")
-log "redis $REDIS, audit ${DB:-off}, instances $BASE_URLS"
+log "redis $REDIS (${#redis_ports[@]} node(s)), audit ${DB:-off}, instances $BASE_URLS"
 
 # Per-process numbers from /proc: RSS now and peak (kB), CPU seconds.
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -250,7 +279,11 @@ for pid in "${server_pids[@]}"; do
     cpu_before+=("$(cpu_s "$pid")")
 done
 redis_info() { rcli info "$1" | tr -d '\r'; }
-redis_field() { redis_info "$1" | awk -F: -v k="$2" '$1 == k { print $2 }'; }
+# A field of INFO: summed over the nodes when numeric, else each node's joined by " / ".
+redis_field() {
+    redis_info "$1" | awk -F: -v k="$2" '$1 == k { n++; v = v (n > 1 ? " / " : "") $2; s += $2; num = num && ($2 ~ /^[0-9.]+$/) }
+        BEGIN { num = 1 } END { if (num && n > 1) print s; else print v }'
+}
 redis_cpu() { redis_info cpu | awk -F: '/^used_cpu_(sys|user):/ { s += $2 } END { printf "%.2f\n", s }'; }
 redis_cpu_before=$(redis_cpu)
 
@@ -292,7 +325,7 @@ metric() { curl -sf "$1/metrics" | awk -v m="$2" 'index($0, m) == 1 { s += $NF }
             "$(metric "${bases[$i]}" synckairos_ws_slow_client_disconnects_total)" \
             "$(curl -sf "${bases[$i]}/metrics" | awk '/^synckairos_http_request_duration_seconds_count\{/ && /status="5/ { s += $NF } END { printf "%d", s }')"
     done
-    echo "redis: used_memory $(redis_field memory used_memory_human) (peak $(redis_field memory used_memory_peak_human)), keys $(rcli dbsize | tr -d '\r'), CPU $(echo "$(redis_cpu) $redis_cpu_before" | awk '{ printf "%.2f", $1 - $2 }') s, commands $(redis_field stats total_commands_processed), net in $(redis_field stats total_net_input_bytes) B, out $(redis_field stats total_net_output_bytes) B"
+    echo "redis: used_memory $(redis_field memory used_memory_human) (peak $(redis_field memory used_memory_peak_human)), keys $(rcli dbsize | awk '{ s += $1 } END { print s + 0 }'), CPU $(echo "$(redis_cpu) $redis_cpu_before" | awk '{ printf "%.2f", $1 - $2 }') s, commands $(redis_field stats total_commands_processed), net in $(redis_field stats total_net_input_bytes) B, out $(redis_field stats total_net_output_bytes) B"
     if [ -n "$DB" ]; then
         # Give the drain a moment to write what is still in the outbox.
         backlog() {
