@@ -328,6 +328,37 @@ async fn a_different_bucket_count_refuses_to_start() {
     assert!(msg.contains("BUCKETS=8") && msg.contains("16"), "{msg}");
 }
 
+#[test]
+fn the_write_script_acknowledges_its_own_retry_once_and_nobody_elses() {
+    // A command is sent again after a lost reply, a dropped connection or a
+    // Cluster redirect: the same call (same token) succeeds without writing
+    // twice; another writer's call at the same version is a conflict.
+    let redis = RedisServer::start();
+    let script = include_str!("../src/store/redis/write.lua");
+    let keys = [
+        "sk:{t}:s:x",
+        "sk:{t}:due",
+        "sk:{t}:audit",
+        "sk:{t}:c:x",
+        "sk:{t}:hint",
+    ];
+    let call = |token: &str| {
+        let mut args = vec!["eval", script, "5"];
+        args.extend(keys);
+        args.extend(["0", "1", "{}", "60", "x", "", "msg", token, "{\"e\":1}", ""]);
+        redis.cli(&args)
+    };
+    assert_eq!(call("t1"), "1");
+    assert_eq!(call("t1"), "1", "a retry of the same call");
+    assert_eq!(
+        redis.cli(&["xlen", keys[2]]),
+        "1",
+        "its event appended once"
+    );
+    assert_eq!(call("t2"), "0\n1", "another writer: conflict at version 1");
+    assert_eq!(redis.cli(&["xlen", keys[2]]), "1");
+}
+
 #[tokio::test]
 async fn keys_of_an_older_layout_refuse_to_start() {
     // An earlier build recorded only the bucket count: its keys used other

@@ -231,11 +231,8 @@ impl Store for MemoryStore {
     async fn create(&self, write: Write<'_>) -> Result<(), StoreError> {
         let now = self.clock.now().ms();
         let mut inner = self.lock();
-        match inner.live(write.session.session_id, now) {
-            // The same create again: already done (the Redis script's rule).
-            Some(e) if e.session == *write.session => return Ok(()),
-            Some(_) => return Err(StoreError::AlreadyExists),
-            None => {}
+        if inner.live(write.session.session_id, now).is_some() {
+            return Err(StoreError::AlreadyExists);
         }
         self.apply(&mut inner, write);
         Ok(())
@@ -249,11 +246,9 @@ impl Store for MemoryStore {
     async fn compare_and_set(&self, write: Write<'_>) -> Result<(), StoreError> {
         let now = self.clock.now().ms();
         let mut inner = self.lock();
-        let stored = inner.live(write.session.session_id, now);
-        if stored.is_some_and(|e| e.session == *write.session) {
-            return Ok(()); // the same write again: already done
-        }
-        let actual = stored.map(|e| e.session.version);
+        let actual = inner
+            .live(write.session.session_id, now)
+            .map(|e| e.session.version);
         if actual != Some(write.expected_version) {
             return Err(StoreError::Conflict { actual });
         }

@@ -309,6 +309,9 @@ impl RedisStore {
                 .unwrap_or_default()
                 .into(),
             write.message.clone().into(),
+            // Tells a retry of this very call (after a lost reply or a
+            // redirect) from another writer's.
+            uuid::Uuid::new_v4().simple().to_string().into(),
         ];
         if self.options.outbox {
             // A snapshot of the state being written travels once, as ARGV[3].

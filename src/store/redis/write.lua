@@ -7,15 +7,17 @@
 -- ARGV[2] new version          ARGV[3] state JSON      ARGV[4] TTL in seconds, '' = keep
 -- ARGV[5] session id           ARGV[6] deadline in epoch ms, '' for none
 -- ARGV[7] message to publish
--- ARGV[8..] audit events, two arguments each: the event (JSON) and '1' if its
+-- ARGV[8] this write's token (unique per call, kept as field `w`)
+-- ARGV[9..] audit events, two arguments each: the event (JSON) and '1' if its
 --   snapshot is the state ARGV[3] (sent once, stored as the entry's `s` field)
 --   or '' if it has none of its own; one stream entry per event
 --
 -- Returns {1} on success, {0, stored version or -1 if absent} on a conflict.
 -- Every check happens before the first write, so a refusal changes nothing.
 -- Idempotent: the same call again (a retry after a lost reply, a dropped
--- connection or a Cluster redirect) finds its own state stored at the new
--- version and succeeds without writing anything twice.
+-- connection or a Cluster redirect) finds its own token stored at the new
+-- version and succeeds without writing anything twice. Another writer's
+-- call, even one producing the same state, is a conflict.
 
 local stored = redis.call('HGET', KEYS[1], 'v')
 local expected = tonumber(ARGV[1])
@@ -26,13 +28,13 @@ else
   current = stored and tonumber(stored) == expected
 end
 if not current then
-  if stored == ARGV[2] and redis.call('HGET', KEYS[1], 'd') == ARGV[3] then
+  if stored == ARGV[2] and redis.call('HGET', KEYS[1], 'w') == ARGV[8] then
     return {1}
   end
   return {0, stored and tonumber(stored) or -1}
 end
 
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3], 'w', ARGV[8])
 if ARGV[4] ~= '' then
   redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
@@ -47,7 +49,7 @@ else
     redis.call('SPUBLISH', KEYS[5], ARGV[6])
   end
 end
-for i = 8, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   if ARGV[i + 1] == '1' then
     redis.call('XADD', KEYS[3], '*', 'e', ARGV[i], 's', ARGV[3])
   else
