@@ -401,9 +401,6 @@ async fn a_killed_primary_under_load_loses_nothing() {
 }
 
 #[tokio::test]
-#[ignore = "flaky: during a live reshard an instance sometimes stalls for about a second \
-            several times (fred reconnecting its routes), and once stayed unavailable for \
-            one slot; run with --ignored while that is investigated"]
 async fn adding_a_primary_and_resharding_while_serving_loses_nothing() {
     survives(|cluster| {
         let from = cluster.primaries()[0].clone();

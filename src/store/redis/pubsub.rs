@@ -257,11 +257,26 @@ pub async fn follow_topology(
     };
     // The owners our subscriptions were last made with.
     let mut known = owners(&subscriber);
+    let mut recheck = tokio::time::interval(TOPOLOGY_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = changes.iter_mut().map(|rx| Box::pin(rx.recv()));
-        let (changed, _, _) = futures_util::future::select_all(next).await;
-        if matches!(changed, Err(RecvError::Closed)) {
-            return;
+        tokio::select! {
+            (changed, _, _) = futures_util::future::select_all(next) => {
+                if matches!(changed, Err(RecvError::Closed)) {
+                    return;
+                }
+            }
+            _ = recheck.tick() => {
+                // A client can hold on to a map read before an election
+                // (reconnecting to the dead primary); re-read it on every
+                // connection now and then. Unchanged maps cost one CLUSTER
+                // SLOTS each.
+                let syncs = pool.clients().iter().map(|c| async move {
+                    tokio::time::timeout(TOPOLOGY_RECHECK, c.sync_cluster()).await
+                });
+                join_all(syncs).await;
+            }
         }
         // Wait for a pause in the changes (at most TOPOLOGY_SETTLE_MAX).
         let started = tokio::time::Instant::now();
@@ -299,6 +314,9 @@ pub async fn follow_topology(
         let _ = feed.send(FeedEvent::Resubscribed);
     }
 }
+
+/// How often every connection re-reads the slot map regardless.
+const TOPOLOGY_RECHECK: Duration = Duration::from_secs(2);
 
 /// Quiet time after a topology change before acting on it, and the longest
 /// a stream of changes (a reshard) may postpone that.
