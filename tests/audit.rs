@@ -13,7 +13,7 @@ use synckairos::config::Config;
 use synckairos::store::Store;
 use synckairos::store::redis::RedisStore;
 
-use common::postgres::{PostgresServer, database, psql};
+use common::postgres::{PostgresServer, await_sql, database, psql, query};
 use common::process::{Instance, binary};
 use common::redis::RedisServer;
 use common::ws::WsClient;
@@ -26,31 +26,6 @@ fn audit_config(redis: Option<&RedisServer>, db: &str) -> Config {
     config.database_url = Some(db.to_owned());
     config.database_timeout_ms = 500;
     config
-}
-
-/// Runs `sql` without blocking the instances sharing this runtime.
-async fn query(db: &str, sql: &str) -> String {
-    let (db, sql) = (db.to_owned(), sql.to_owned());
-    tokio::task::spawn_blocking(move || psql(&db, &sql))
-        .await
-        .unwrap()
-}
-
-/// Polls until `sql` answers `expected` (the drain is asynchronous); fails
-/// the test after 30 s with the last answer.
-async fn await_sql(db: &str, sql: &str, expected: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = query(db, sql).await;
-        if got == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sql}: {got}, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Once the drain has created the tables.

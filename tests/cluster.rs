@@ -17,7 +17,7 @@ use futures_util::future::join_all;
 use synckairos::store::redis::keys::{Layout, slot};
 
 use common::cluster::RedisCluster;
-use common::postgres::{TestDatabase, database, psql};
+use common::postgres::{TestDatabase, await_sql, database};
 use common::process::{Instance, cluster_instances};
 use common::ws::WsClient;
 use common::*;
@@ -198,25 +198,6 @@ fn read_in_order(mut ws: WsClient, target: Arc<AtomicU64>) -> tokio::task::JoinH
         }
         shown
     })
-}
-
-/// Polls a query until it answers `expected` (the drain is asynchronous).
-async fn await_sql(db: &str, sql: &str, expected: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (d, q) = (db.to_owned(), sql.to_owned());
-        let got = tokio::task::spawn_blocking(move || psql(&d, &q))
-            .await
-            .unwrap();
-        if got == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sql}: {got}, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The failover scenario: a switch storm on 30 sessions through three

@@ -226,3 +226,28 @@ fn run(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `sql` without blocking the instances sharing the test's runtime.
+pub async fn query(db: &str, sql: &str) -> String {
+    let (db, sql) = (db.to_owned(), sql.to_owned());
+    tokio::task::spawn_blocking(move || psql(&db, &sql))
+        .await
+        .unwrap()
+}
+
+/// Polls until `sql` answers `expected` (the audit drain is asynchronous);
+/// fails the test after 60 s with the last answer.
+pub async fn await_sql(db: &str, sql: &str, expected: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let got = query(db, sql).await;
+        if got == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sql}: {got}, expected {expected}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -229,7 +229,8 @@ pub async fn probe(pool: Pool, subscriber: SubscriberClient, probes: Arc<Probes>
 /// `slots`), every channel is subscribed again, each on its slot's owner
 /// now, and every local socket gets a STATE_SYNC (updates published on the
 /// new owner before that were not delivered here). A reshard moves slots
-/// one at a time, so changes are acted on once they pause.
+/// one at a time, so changes are acted on once they pause. Every
+/// [`TOPOLOGY_RECHECK`] all connections re-read the map anyway.
 pub async fn follow_topology(
     pool: Pool,
     subscriber: SubscriberClient,
