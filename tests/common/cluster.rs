@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::redis::{free_port, wait_for_pong};
+
 /// One node as `CLUSTER NODES` describes it.
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -287,11 +289,7 @@ impl RedisCluster {
             .spawn()
             .expect("redis-server is installed (scripts/test installs it)");
         self.nodes.insert(port, child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.cli(port, &["ping"]) != "PONG" {
-            assert!(Instant::now() < deadline, "node {port} did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_pong(port);
         port
     }
 }
@@ -306,17 +304,11 @@ impl Drop for RedisCluster {
     }
 }
 
-/// A port whose bus port (+10000) is free too, so both fit below 65536.
+/// A free port whose bus port (+10000) is free too, both below 65536.
 fn free_port_pair() -> u16 {
     loop {
-        let Ok(a) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let port = a.local_addr().unwrap().port();
-        if port > 55_000 {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+        let port = free_port();
+        if port <= 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
             return port;
         }
     }

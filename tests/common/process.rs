@@ -98,11 +98,6 @@ impl Instance {
         let rest = std::mem::take(&mut *self.log.lock().unwrap());
         (status, rest)
     }
-
-    /// What it logged after the start-up line, so far.
-    pub fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
 }
 
 /// Reads lines until EOF (the process exited) into `log`.

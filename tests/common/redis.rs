@@ -173,7 +173,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Waits until the server answers PING (at most 10 s).
-fn wait_for_pong(port: u16) {
+pub fn wait_for_pong(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {

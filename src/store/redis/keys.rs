@@ -1,15 +1,16 @@
 //! The key layout. Every key of one session shares the hash tag `{b}` of its
-//! bucket, so one Lua script may touch them all, in standalone Redis and in
-//! Redis Cluster alike:
+//! bucket (`b` here stands for the bucket's tag, see [`Layout`]), so one Lua
+//! script may touch them all, in standalone Redis and in Redis Cluster alike:
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `sk:{b}:s:<id>` | hash `v`, `d` | version, state JSON; TTL refreshed on every write |
+//! | `sk:{b}:s:<id>` | hash `v`, `d`, `w` | version, state JSON, the token of the write that stored them; TTL refreshed on every write |
 //! | `sk:{b}:due` | sorted set | session id → deadline (epoch ms) or lease end |
 //! | `sk:{b}:audit` | stream | audit events (the outbox) |
 //! | `sk:{b}:c:<id>` | shard channel | updates of that session |
 //! | `sk:{b}:hint` | shard channel | a deadline set earlier than every entry of the bucket |
-//! | `sk:meta` | hash | `buckets`: the bucket count this deployment was created with |
+//! | `sk:{b}:probe:<instance>` | shard channel | an instance's probe of its subscription on that slot |
+//! | `sk:meta` | hash | `buckets` and `layout`: the bucket count and key layout this deployment was created with |
 //! | `sk:rl:{h}` | string | a rate limit's GCRA state (`h`: hash of the client or session key); expires when idle |
 
 use std::collections::HashMap;

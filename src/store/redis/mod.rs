@@ -163,8 +163,12 @@ impl RedisStore {
                 c.internal_command_timeout = options.timeout.max(Duration::from_secs(1));
                 // A command is tried again after a Cluster redirect (MOVED,
                 // ASK: it did not run) or a dropped connection (it may have
-                // run). Both are safe: the write script recognises its own
-                // write replayed. The command timeout bounds all tries.
+                // run). The write script recognises its own write replayed
+                // (by its token); a replayed delete finds the session gone,
+                // which counts as deleted. What a replay can cost elsewhere
+                // is small: a rate limit counts a request twice, claimed
+                // timeouts wait for their lease, read outbox entries wait to
+                // be reclaimed as idle. The command timeout bounds all tries.
                 c.max_command_attempts = 3;
             })
             // Reconnect forever, backing off from 10 ms to 1 s.
