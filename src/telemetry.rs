@@ -115,6 +115,12 @@ fn describe() {
             &["timeout", "error"],
         ),
         (
+            "synckairos_redis_connection_restarts_total",
+            "Redis client connection tasks that ended on their own and were restarted",
+            "",
+            &[],
+        ),
+        (
             "synckairos_rate_limited_total",
             "requests refused by a rate limit",
             "scope",

@@ -11,10 +11,14 @@ use super::redis::RedisServer;
 
 /// The binary with an empty environment, on loopback, port 0, JSON logs,
 /// rate limits off (tests drive it from one address as fast as they can).
+/// `RUST_LOG` is passed through, to debug a test with e.g. `fred=debug`.
 pub fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_synckairos"));
-    cmd.env_clear()
-        .env("HOST", "127.0.0.1")
+    cmd.env_clear();
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        cmd.env("RUST_LOG", filter);
+    }
+    cmd.env("HOST", "127.0.0.1")
         .env("PORT", "0")
         .env("LOG_FORMAT", "json")
         .env("RATE_LIMIT_GENERAL", "0")
@@ -36,14 +40,23 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Starts the binary with `env` and waits for its start-up line.
+    /// Starts the binary with `env` and waits for its start-up line (the
+    /// first with an `addr`; lines before it, e.g. debug logs, are kept).
     pub fn start(env: &[(&str, &str)]) -> Self {
         let mut child = binary().envs(env.iter().copied()).spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = stdout.next().expect("a start-up line").unwrap();
-        let started =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("start-up line: {line}"));
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut before = Vec::new();
+        let started = loop {
+            let line = stdout
+                .next()
+                .unwrap_or_else(|| panic!("no start-up line after {before:#?}"))
+                .unwrap();
+            match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(started) if started["addr"].is_string() => break started,
+                _ => before.push(line),
+            }
+        };
+        let log = Arc::new(Mutex::new(before));
         let stderr = BufReader::new(child.stderr.take().unwrap()).lines();
         let readers = vec![collect(stdout, log.clone()), collect(stderr, log.clone())];
         Self {
@@ -113,9 +126,18 @@ fn collect<R: std::io::Read + Send + 'static>(
 }
 
 impl Drop for Instance {
+    /// Kills the process; if the test is failing, keeps its log in a file
+    /// (named on stderr), since a failure is often explained only there.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let path = std::env::temp_dir().join(format!("synckairos-{}.log", self.child.id()));
+            let log = self.log.lock().map(|l| l.join("\n")).unwrap_or_default();
+            if std::fs::write(&path, log).is_ok() {
+                eprintln!("instance log: {}", path.display());
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod keys;
 mod pubsub;
+mod supervisor;
 mod wakeups;
 
 use std::collections::HashSet;
@@ -28,7 +29,7 @@ use fred::types::Value;
 use fred::types::scan::{ScanResult, Scanner};
 use fred::types::scripts::Script;
 use fred::types::{Expiration, SetOptions};
-use futures_util::future::join_all;
+use futures_util::future::{join_all, try_join_all};
 use futures_util::{Stream, StreamExt};
 use thiserror::Error;
 use tokio::sync::broadcast;
@@ -182,18 +183,20 @@ impl RedisStore {
 
         let startup = Duration::from_secs(10);
         let connected = async {
-            pool.init().await?;
-            subscriber.init().await?;
-            Ok::<_, fred::error::Error>(())
+            let tasks = try_join_all(pool.clients().iter().map(|c| c.init())).await?;
+            Ok::<_, fred::error::Error>((tasks, subscriber.init().await?))
         };
-        match tokio::time::timeout(startup, connected).await {
-            Ok(Ok(())) => {}
+        let (pool_tasks, subscriber_task) = match tokio::time::timeout(startup, connected).await {
+            Ok(Ok(tasks)) => tasks,
             Ok(Err(e)) => return Err(ConnectError::Connect(e.to_string())),
             Err(_) => {
                 return Err(ConnectError::Connect(format!(
                     "no answer within {startup:?}"
                 )));
             }
+        };
+        for (client, task) in pool.clients().iter().zip(pool_tasks) {
+            supervisor::supervise(client.clone(), task, || async {});
         }
 
         check_layout(&pool, options.buckets).await?;
@@ -233,6 +236,14 @@ impl RedisStore {
                 ConnectError::Connect(format!("subscribing the probe and hint channels: {e}"))
             })?;
         }
+        supervisor::supervise(subscriber.clone(), subscriber_task, {
+            let (subscriber, wakeups, feed) = (subscriber.clone(), wakeups.clone(), feed.clone());
+            move || {
+                let (subscriber, wakeups, feed) =
+                    (subscriber.clone(), wakeups.clone(), feed.clone());
+                async move { pubsub::resume(&subscriber, &wakeups, &feed).await }
+            }
+        });
         tokio::spawn(pubsub::probe(
             pool.clone(),
             subscriber.clone(),

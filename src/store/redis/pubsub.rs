@@ -140,16 +140,26 @@ pub async fn drain(
             reconnected = reconnects.recv() => match reconnected {
                 Ok(server) => {
                     interrupted = false;
-                    resubscribe(&subscriber).await;
+                    resume(&subscriber, &wakeups, &feed).await;
                     tracing::info!(%server, channels = subscriber.tracked_shard_channels().len(), "pub/sub reconnected and resubscribed");
-                    wakeups.poll_now();
-                    let _ = feed.send(FeedEvent::Resubscribed);
                 }
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             },
         }
     }
+}
+
+/// Subscribes every channel again and has local sockets resynchronised:
+/// what was published while the subscription was down never arrived here.
+pub async fn resume(
+    subscriber: &SubscriberClient,
+    wakeups: &Wakeups,
+    feed: &broadcast::Sender<FeedEvent>,
+) {
+    resubscribe(subscriber).await;
+    wakeups.poll_now();
+    let _ = feed.send(FeedEvent::Resubscribed);
 }
 
 /// Resubscribes every tracked shard channel, retrying with backoff until it
@@ -305,14 +315,12 @@ pub async fn follow_topology(
             continue;
         }
         known = now;
-        resubscribe(&subscriber).await;
+        resume(&subscriber, &wakeups, &feed).await;
         tracing::info!(
             buckets_moved = moved,
             channels = subscriber.tracked_shard_channels().len(),
             "cluster slots of our buckets moved; resubscribed"
         );
-        wakeups.poll_now();
-        let _ = feed.send(FeedEvent::Resubscribed);
     }
 }
 
