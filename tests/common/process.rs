@@ -126,12 +126,13 @@ fn collect<R: std::io::Read + Send + 'static>(
 }
 
 impl Drop for Instance {
-    /// Kills the process; if the test is failing, keeps its log in a file
-    /// (named on stderr), since a failure is often explained only there.
+    /// Kills the process; if the test is failing (or `KEEP_INSTANCE_LOGS`
+    /// is set), keeps its log in a file named on stderr, since a failure is
+    /// often explained only there.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("KEEP_INSTANCE_LOGS").is_some() {
             let path = std::env::temp_dir().join(format!("synckairos-{}.log", self.child.id()));
             let log = self.log.lock().map(|l| l.join("\n")).unwrap_or_default();
             if std::fs::write(&path, log).is_ok() {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fred::clients::{Client, Pool, SubscriberClient};
+use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{
     ClientLike, HashesInterface, KeysInterface, LuaInterface, PubsubInterface, SortedSetsInterface,
     StreamsInterface,
@@ -29,8 +29,9 @@ use fred::types::Value;
 use fred::types::scan::{ScanResult, Scanner};
 use fred::types::scripts::Script;
 use fred::types::{Expiration, SetOptions};
-use futures_util::future::{join_all, try_join_all};
+use futures_util::future::join_all;
 use futures_util::{Stream, StreamExt};
+use supervisor::Connections;
 use thiserror::Error;
 use tokio::sync::broadcast;
 
@@ -124,7 +125,7 @@ impl Scripts {
 
 /// Redis-backed state store.
 pub struct RedisStore {
-    pool: Pool,
+    pool: Connections,
     subscriber: SubscriberClient,
     scripts: Scripts,
     /// Key names, with each bucket's balanced hash tag.
@@ -170,12 +171,17 @@ impl RedisStore {
                 // is small: a rate limit counts a request twice, claimed
                 // timeouts wait for their lease, read outbox entries wait to
                 // be reclaimed as idle. The command timeout bounds all tries.
+                // More tries would not help a reshard: an ASK to a node the
+                // client has no connection to yet stalls the client for a
+                // reconnect delay per try left, and then ends it (see
+                // `supervisor`); failing fast gets it replaced sooner.
                 c.max_command_attempts = 3;
             })
             // Reconnect forever, backing off from 10 ms to 1 s.
             .set_policy(ReconnectPolicy::new_exponential(0, 10, 1_000, 2));
-        let pool = builder
-            .build_pool(options.pool_size.max(1))
+        let clients = (0..options.pool_size.max(1))
+            .map(|_| builder.build())
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ConnectError::Connect(e.to_string()))?;
         let subscriber = builder
             .build_subscriber_client()
@@ -183,11 +189,11 @@ impl RedisStore {
 
         let startup = Duration::from_secs(10);
         let connected = async {
-            let tasks = try_join_all(pool.clients().iter().map(|c| c.init())).await?;
-            Ok::<_, fred::error::Error>((tasks, subscriber.init().await?))
+            let pool = Connections::connect(clients).await?;
+            Ok::<_, fred::error::Error>((pool, subscriber.init().await?))
         };
-        let (pool_tasks, subscriber_task) = match tokio::time::timeout(startup, connected).await {
-            Ok(Ok(tasks)) => tasks,
+        let (pool, subscriber_task) = match tokio::time::timeout(startup, connected).await {
+            Ok(Ok(connected)) => connected,
             Ok(Err(e)) => return Err(ConnectError::Connect(e.to_string())),
             Err(_) => {
                 return Err(ConnectError::Connect(format!(
@@ -195,15 +201,12 @@ impl RedisStore {
                 )));
             }
         };
-        for (client, task) in pool.clients().iter().zip(pool_tasks) {
-            supervisor::supervise(client.clone(), task, || async {});
-        }
 
         check_layout(&pool, options.buckets).await?;
         let layout = Layout::new(options.buckets);
         if options.outbox {
             for b in 0..options.buckets {
-                create_group(pool.next(), &layout, b)
+                create_group(&pool.next(), &layout, b)
                     .await
                     .map_err(|e| ConnectError::Connect(format!("creating the audit group: {e}")))?;
             }
@@ -211,7 +214,7 @@ impl RedisStore {
         let scripts = Scripts::new();
         for script in scripts.all() {
             script
-                .load(pool.next())
+                .load(&pool.next())
                 .await
                 .map_err(|e| ConnectError::Connect(format!("loading scripts: {e}")))?;
         }
@@ -236,7 +239,7 @@ impl RedisStore {
                 ConnectError::Connect(format!("subscribing the probe and hint channels: {e}"))
             })?;
         }
-        supervisor::supervise(subscriber.clone(), subscriber_task, {
+        supervisor::restart_on_exit(subscriber.clone(), subscriber_task, {
             let (subscriber, wakeups, feed) = (subscriber.clone(), wakeups.clone(), feed.clone());
             move || {
                 let (subscriber, wakeups, feed) =
@@ -368,7 +371,14 @@ impl Store for RedisStore {
 
     async fn get(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
         let key = self.layout.state(self.bucket(id), id);
-        let json: Option<String> = self.pool.next().hget(key, "d").await.map_err(unavailable)?;
+        let json: Option<String> = self
+            .pool
+            .run(|client| {
+                let key = key.clone();
+                async move { client.hget(key, "d").await }
+            })
+            .await
+            .map_err(unavailable)?;
         json.map(|j| {
             serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("session {id}: {e}")))
         })
@@ -432,7 +442,7 @@ impl Store for RedisStore {
         // fraction of a script call's cost to Redis); then the claim script
         // on the buckets that have something due. Concurrent calls on one
         // connection are pipelined by fred: one batch per step.
-        let client = self.pool.next();
+        let client = &self.pool.next();
         let firsts = (0..self.options.buckets).map(|b| async move {
             let first: Vec<String> = client
                 .zrange(self.layout.due(b), 0, 0, None, false, None, true)
@@ -493,7 +503,7 @@ impl Store for RedisStore {
     /// One instance at a time (a short `SET NX` lock); SCANs the state keys
     /// (of every primary, on a Cluster).
     async fn sweep(&self, now: Timestamp, lease_ms: i64) -> Result<Swept, StoreError> {
-        let client = self.pool.next();
+        let client = &self.pool.next();
         let token = uuid::Uuid::new_v4().to_string();
         let locked: Option<String> = client
             .set(
@@ -529,7 +539,7 @@ impl Store for RedisStore {
         // Standalone: every stream in one command. Cluster: one per bucket
         // (each stream is its own slot), pipelined on one connection.
         let count = limit as u64;
-        let client = self.pool.next();
+        let client = &self.pool.next();
         let all: Vec<u16> = (0..self.options.buckets).collect();
         let groups: Vec<&[u16]> = if self.options.cluster {
             all.chunks(1).collect()
@@ -585,7 +595,7 @@ impl Store for RedisStore {
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let count = limit as u64;
-        let client = self.pool.next();
+        let client = &self.pool.next();
         let claims = (0..self.options.buckets).map(|b| async move {
             let reply = client
                 .xautoclaim::<Value, _, _, _, _>(
@@ -629,7 +639,7 @@ impl Store for RedisStore {
         } else {
             vec![&by_bucket]
         };
-        let client = self.pool.next();
+        let client = &self.pool.next();
         let acks = calls.into_iter().filter(|c| !c.is_empty()).map(|streams| {
             let keys: Vec<String> = streams.iter().map(|(b, _)| self.layout.audit(*b)).collect();
             let mut args: Vec<Value> = vec![OUTBOX_GROUP.into()];
@@ -650,7 +660,7 @@ impl Store for RedisStore {
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
-        let client = self.pool.next();
+        let client = &self.pool.next();
         let reads = (0..self.options.buckets).map(|b| async move {
             let key = self.layout.audit(b);
             let (len, pending, first) = tokio::join!(
@@ -706,7 +716,7 @@ impl Store for RedisStore {
         let reply: Vec<i64> = self
             .scripts
             .rate_limit
-            .evalsha_with_reload(self.pool.next(), vec![keys::rate_limit(key)], args)
+            .evalsha_with_reload(&self.pool.next(), vec![keys::rate_limit(key)], args)
             .await
             .map_err(unavailable)?;
         let us = |v: i64| u64::try_from(v).unwrap_or(0);
@@ -951,17 +961,20 @@ fn encode_event(event: &AuditEvent) -> Result<String, StoreError> {
 /// nodes is refused with TRYAGAIN before it runs, so retrying it is safe;
 /// the migration of one slot's keys takes milliseconds.
 async fn run_script<R: fred::types::FromValue>(
-    pool: &Pool,
+    pool: &Connections,
     script: &Script,
     keys: Vec<String>,
     args: Vec<Value>,
 ) -> Result<R, fred::error::Error> {
+    let run = || {
+        pool.run(|client| {
+            let (keys, args) = (keys.clone(), args.clone());
+            async move { script.evalsha_with_reload(&client, keys, args).await }
+        })
+    };
     let mut delay = Duration::from_millis(5);
     for _ in 0..TRYAGAIN_ATTEMPTS {
-        match script
-            .evalsha_with_reload(pool.next(), keys.clone(), args.clone())
-            .await
-        {
+        match run().await {
             Err(e) if e.details().starts_with("TRYAGAIN") => {
                 tokio::time::sleep(delay).await;
                 delay *= 2;
@@ -969,7 +982,7 @@ async fn run_script<R: fred::types::FromValue>(
             result => return result,
         }
     }
-    script.evalsha_with_reload(pool.next(), keys, args).await
+    run().await
 }
 
 /// Tries of a script refused with TRYAGAIN before the last (5 + 10 + … ms).
@@ -1005,7 +1018,7 @@ fn cluster_url(url: &str, cluster: bool) -> String {
 /// Records `BUCKETS` and the key layout on first start and refuses a
 /// different value later: either change would move every session to other
 /// keys. One script, so instances starting together agree.
-async fn check_layout(pool: &Pool, buckets: u16) -> Result<(), ConnectError> {
+async fn check_layout(pool: &Connections, buckets: u16) -> Result<(), ConnectError> {
     const CHECK: &str = r"
         if redis.call('HEXISTS', KEYS[1], 'buckets') == 1
             and redis.call('HEXISTS', KEYS[1], 'layout') == 0 then

@@ -19,13 +19,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use fred::clients::{Pool, SubscriberClient};
+use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, ClusterInterface, EventInterface, PubsubInterface};
 use futures_util::future::join_all;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::keys::{self, Layout};
+use super::supervisor::Connections;
 use super::wakeups::Wakeups;
 use crate::clock::Clock;
 use crate::store::FeedEvent;
@@ -208,7 +209,7 @@ pub const PROBE_TIMEOUT_MS: i64 = 3 * PROBE_INTERVAL.as_millis() as i64;
 /// for [`PROBE_TIMEOUT_MS`], forces the subscriber to reconnect (on a
 /// Cluster, to the slots' current owners), which resubscribes and
 /// resynchronises local clients.
-pub async fn probe(pool: Pool, subscriber: SubscriberClient, probes: Arc<Probes>) {
+pub async fn probe(pool: Connections, subscriber: SubscriberClient, probes: Arc<Probes>) {
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     loop {
         tick.tick().await;
@@ -242,18 +243,21 @@ pub async fn probe(pool: Pool, subscriber: SubscriberClient, probes: Arc<Probes>
 /// one at a time, so changes are acted on once they pause. Every
 /// [`TOPOLOGY_RECHECK`] all connections re-read the map anyway.
 pub async fn follow_topology(
-    pool: Pool,
+    pool: Connections,
     subscriber: SubscriberClient,
     slots: Vec<u16>,
     feed: broadcast::Sender<FeedEvent>,
     wakeups: Arc<Wakeups>,
 ) {
-    let mut changes: Vec<_> = pool
-        .clients()
-        .iter()
-        .map(|c| c.cluster_change_rx())
-        .chain(std::iter::once(subscriber.cluster_change_rx()))
-        .collect();
+    // Listeners on every client (built again when one was replaced).
+    let listen = || -> Vec<_> {
+        pool.all()
+            .iter()
+            .map(|c| c.cluster_change_rx())
+            .chain(std::iter::once(subscriber.cluster_change_rx()))
+            .collect()
+    };
+    let mut changes = listen();
     let owners = |subscriber: &SubscriberClient| -> Vec<Option<String>> {
         let routing = subscriber.cached_cluster_state();
         slots
@@ -271,11 +275,12 @@ pub async fn follow_topology(
     let mut recheck = tokio::time::interval(TOPOLOGY_RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let mut stale = false;
         let next = changes.iter_mut().map(|rx| Box::pin(rx.recv()));
         tokio::select! {
             (changed, _, _) = futures_util::future::select_all(next) => {
                 if matches!(changed, Err(RecvError::Closed)) {
-                    return;
+                    stale = true;
                 }
             }
             _ = recheck.tick() => {
@@ -283,11 +288,15 @@ pub async fn follow_topology(
                 // (reconnecting to the dead primary); re-read it on every
                 // connection now and then. Unchanged maps cost one CLUSTER
                 // SLOTS each.
-                let syncs = pool.clients().iter().map(|c| async move {
+                let syncs = pool.all().into_iter().map(|c| async move {
                     tokio::time::timeout(TOPOLOGY_RECHECK, c.sync_cluster()).await
                 });
                 join_all(syncs).await;
             }
+        }
+        if stale {
+            changes = listen();
+            continue;
         }
         // Wait for a pause in the changes (at most TOPOLOGY_SETTLE_MAX).
         let started = tokio::time::Instant::now();
