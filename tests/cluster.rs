@@ -62,6 +62,15 @@ struct Deployment {
     apps: Vec<Arc<Rest>>,
 }
 
+/// What clients may see while the cluster changes.
+#[derive(PartialEq)]
+enum Served {
+    /// Every request answered: the data stays reachable throughout.
+    Always,
+    /// 503 while a slot has no primary (fast: bounded by the command timeout).
+    UnavailableBriefly,
+}
+
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// REDIS_TIMEOUT_MS of the instances: the bound on any one Redis call.
@@ -219,8 +228,9 @@ async fn await_acks(acks: &AtomicU64, n: u64) {
 
 /// The failover scenario: a switch storm on 30 sessions through three
 /// instances, one watcher per session, 100 sessions falling due in the
-/// middle; `disrupt` runs (blocking) meanwhile. Then every property.
-async fn survives(disrupt: impl FnOnce(&mut RedisCluster) + Send + 'static) {
+/// middle; `disrupt` runs (blocking) meanwhile. Then every property;
+/// `Served::Always` also demands that no request failed.
+async fn survives(served: Served, disrupt: impl FnOnce(&mut RedisCluster) + Send + 'static) {
     // One scenario at a time: each runs six Redis nodes, three instances and
     // PostgreSQL, and bounds how long a request may take.
     let _one_at_a_time = HEAVY.lock().await;
@@ -277,6 +287,9 @@ async fn survives(disrupt: impl FnOnce(&mut RedisCluster) + Send + 'static) {
         seen.acked.values().map(Vec::len).sum::<usize>()
     );
     assert!(seen.unexpected.is_empty(), "{:?}", seen.unexpected);
+    if served == Served::Always {
+        assert_eq!(seen.statuses.get(&503), None, "requests failed");
+    }
     assert!(
         seen.slowest < Duration::from_millis(2 * REDIS_TIMEOUT_MS + 1_000),
         "a request hung for {:?}",
@@ -365,7 +378,7 @@ async fn survives(disrupt: impl FnOnce(&mut RedisCluster) + Send + 'static) {
 
 #[tokio::test]
 async fn a_manual_failover_under_load_loses_nothing() {
-    survives(|cluster| {
+    survives(Served::Always, |cluster| {
         // The primary that owns the most buckets.
         let layout = Layout::new(16);
         let primaries = cluster.primaries();
@@ -380,12 +393,16 @@ async fn a_manual_failover_under_load_loses_nothing() {
 }
 
 #[tokio::test]
-#[ignore = "flaky: in about 1 run of 8 the instances do not recover within 30 s after the \
-            primary is killed (the same stuck connection as the reshard test); run with \
-            --ignored while that is investigated"]
 async fn a_killed_primary_under_load_loses_nothing() {
-    survives(|cluster| {
-        let victim = cluster.primaries()[0].clone();
+    survives(Served::UnavailableBriefly, |cluster| {
+        // The node the instances were given (REDIS_URL): afterwards they
+        // must find the cluster through the nodes they learnt of.
+        let seed = cluster.url();
+        let victim = cluster
+            .primaries()
+            .into_iter()
+            .find(|p| seed.ends_with(&format!(":{}", p.port)))
+            .expect("the seed node is a primary");
         let killed = Instant::now();
         let elected = cluster.kill_primary(&victim);
         eprintln!(
@@ -399,11 +416,8 @@ async fn a_killed_primary_under_load_loses_nothing() {
 }
 
 #[tokio::test]
-#[ignore = "flaky: in about 1 run of 7 one instance stays unable to reach one slot for over \
-            20 s after the reshard (requests time out; re-reading the slot map every 2 s did \
-            not cure it); run with --ignored while that is investigated"]
 async fn adding_a_primary_and_resharding_while_serving_loses_nothing() {
-    survives(|cluster| {
+    survives(Served::Always, |cluster| {
         let from = cluster.primaries()[0].clone();
         let port = cluster.add_primary_and_reshard(&from, 1_000);
         eprintln!("moved 1000 slots from {} to {port}", from.port);

@@ -81,10 +81,12 @@ impl RedisCluster {
         cluster
     }
 
-    /// A seed URL for SyncKairos (`REDIS_URL`, with `REDIS_CLUSTER=true`).
+    /// A seed URL for SyncKairos (`REDIS_URL`, with `REDIS_CLUSTER=true`):
+    /// one node, a primary (the one with the lowest port), as an operator
+    /// might give.
     pub fn url(&self) -> String {
-        let port = self.live_ports()[0];
-        format!("redis://127.0.0.1:{port}")
+        let port = self.primaries().iter().map(|p| p.port).min();
+        format!("redis://127.0.0.1:{}", port.expect("a primary"))
     }
 
     /// Options for a [`RedisStore`](synckairos::store::redis::RedisStore) of

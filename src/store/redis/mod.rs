@@ -24,8 +24,9 @@ use fred::interfaces::{
     ClientLike, HashesInterface, KeysInterface, LuaInterface, PubsubInterface, SortedSetsInterface,
     StreamsInterface,
 };
-use fred::prelude::{Builder, Config as FredConfig, ReconnectPolicy};
+use fred::prelude::{Builder, Config as FredConfig, ReconnectPolicy, ServerConfig};
 use fred::types::Value;
+use fred::types::config::ClusterDiscoveryPolicy;
 use fred::types::scan::{ScanResult, Scanner};
 use fred::types::scripts::Script;
 use fred::types::{Expiration, SetOptions};
@@ -152,8 +153,14 @@ impl RedisStore {
             )));
         }
         let url = cluster_url(&options.url, options.cluster);
-        let config =
+        let mut config =
             FredConfig::from_url(&url).map_err(|e| ConnectError::Url(e.details().to_owned()))?;
+        // Rediscover the cluster through any node last seen, not only the
+        // nodes in the URL: with the default, a client whose one URL node was
+        // the primary that died could never read the slot map again.
+        if let ServerConfig::Clustered { policy, .. } = &mut config.server {
+            *policy = ClusterDiscoveryPolicy::UseCache;
+        }
         let mut builder = Builder::from_config(config);
         builder
             .with_performance_config(|p| {
