@@ -1,10 +1,11 @@
 //! Redis Cluster, for real: local clusters of `redis-server` processes (3
 //! primaries, 3 replicas) built by `redis-cli --cluster create`, SyncKairos
 //! instances as separate processes, PostgreSQL for the audit trail. Buckets
-//! spread evenly over primaries; a failover (manual, or a primary killed)
-//! and a live reshard under a switch storm lose no acknowledged write, hang
-//! no request, keep every socket's versions in order, apply every due
-//! timeout once and land every audit event once.
+//! spread evenly over primaries; command clients that fred gives up on (an
+//! ASK to a node they have no connection to) are replaced; a failover
+//! (manual, or a primary killed) and a live reshard under a switch storm
+//! lose no acknowledged write, hang no request, keep every socket's versions
+//! in order, apply every due timeout once and land every audit event once.
 
 mod common;
 
@@ -14,7 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use synckairos::store::redis::keys::{Layout, slot};
+use synckairos::domain::SessionId;
+use synckairos::store::redis::keys::{self, Layout, slot};
 
 use common::cluster::RedisCluster;
 use common::postgres::{TestDatabase, await_sql, database};
@@ -50,6 +52,83 @@ async fn buckets_spread_evenly_over_three_primaries() {
             );
         }
     }
+}
+
+/// A slot migrating to a node that owns no slot yet, so that no command
+/// connection has a connection to it: fred ends the connection task of each
+/// client that follows an `ASK` there. The instance must replace those
+/// clients (one merely restarted stops flushing lone non-script commands)
+/// and, once the migration is called off, serve every read again — on every
+/// client of its pool.
+#[tokio::test]
+async fn clients_lost_to_an_ask_are_replaced() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 0))
+        .await
+        .unwrap();
+    let node = cluster_instances(&cluster, 1, &[]).remove(0);
+    let app = Rest::new(&node.base());
+    let id = app.started("per_participant", 2, 3_600_000).await;
+    let bucket_of = |id: &str| keys::bucket(SessionId::parse(id).unwrap(), 16);
+    let b = bucket_of(&id);
+    let s = slot(Layout::new(16).tag(b)).to_string();
+    let owner = cluster.owner(slot(Layout::new(16).tag(b)));
+    let (cluster, target) = tokio::task::spawn_blocking(move || {
+        let mut cluster = cluster;
+        let target = cluster.add_primary(&owner);
+        (cluster, target)
+    })
+    .await
+    .unwrap();
+    let owner = cluster.owner(slot(Layout::new(16).tag(b)));
+    cluster.cli(
+        target.port,
+        &["cluster", "setslot", &s, "importing", &owner.id],
+    );
+    cluster.cli(
+        owner.port,
+        &["cluster", "setslot", &s, "migrating", &target.id],
+    );
+
+    // Sessions of that bucket that do not exist: their owner answers ASK.
+    // Many at once, so that clients die with calls queued.
+    let missing: Vec<String> = std::iter::repeat_with(uuid)
+        .filter(|m| bucket_of(m) == b)
+        .take(64)
+        .collect();
+    let app = &app;
+    let reads = missing
+        .iter()
+        .map(|m| async move { app.get(&format!("/v1/sessions/{m}")).await });
+    for r in join_all(reads).await {
+        assert!(matches!(r.status.as_u16(), 404 | 503), "{}", r.text);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = app.get("/metrics").await.text;
+        if metric(&page, "synckairos_redis_connection_restarts_total") >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no client was lost:\n{page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Migration called off: every read is served again, lone and in turn
+    // on every client (more of them in a row than the pool has clients).
+    cluster.cli(owner.port, &["cluster", "setslot", &s, "stable"]);
+    cluster.cli(target.port, &["cluster", "setslot", &s, "stable"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut in_a_row = 0;
+    while in_a_row < 16 {
+        let served = app.get(&format!("/v1/sessions/{id}")).await.status == 200
+            && app
+                .get(&format!("/v1/sessions/{}", missing[0]))
+                .await
+                .status
+                == 404;
+        in_a_row = if served { in_a_row + 1 } else { 0 };
+        assert!(Instant::now() < deadline, "reads not served again");
+    }
+    app.command(&id, "switch").await;
 }
 
 // ------------------------------------------------------------- under load

@@ -193,10 +193,30 @@ impl RedisCluster {
     /// (`redis-cli --cluster reshard`, live: keys migrate with MIGRATE, and
     /// clients see ASK/MOVED meanwhile). Returns the new node's port.
     pub fn add_primary_and_reshard(&mut self, from: &Node, slots: u16) -> u16 {
-        let port = self.spawn_node();
+        let new = self.add_primary(from);
         let seed = format!("127.0.0.1:{}", from.port);
         let out = Command::new("redis-cli")
-            .args(["--cluster", "add-node", &format!("127.0.0.1:{port}"), &seed])
+            .args(["--cluster", "reshard", &seed])
+            .args(["--cluster-from", &from.id, "--cluster-to", &new.id])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "reshard: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        self.wait_until("the reshard to settle", |c| c.healthy());
+        new.port
+    }
+
+    /// Starts a node and joins it (through `seed`) as a primary owning no
+    /// slot yet.
+    pub fn add_primary(&mut self, seed: &Node) -> Node {
+        let port = self.spawn_node();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "add-node", &format!("127.0.0.1:{port}")])
+            .arg(format!("127.0.0.1:{}", seed.port))
             .output()
             .unwrap();
         assert!(
@@ -207,25 +227,10 @@ impl RedisCluster {
         self.wait_until("the new node to join", |c| {
             c.topology().iter().any(|n| n.port == port) && c.healthy()
         });
-        let new_id = self
-            .topology()
+        self.topology()
             .into_iter()
             .find(|n| n.port == port)
             .unwrap()
-            .id;
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "reshard", &seed])
-            .args(["--cluster-from", &from.id, "--cluster-to", &new_id])
-            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "reshard: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        self.wait_until("the reshard to settle", |c| c.healthy());
-        port
     }
 
     fn live_ports(&self) -> Vec<u16> {
