@@ -284,10 +284,12 @@ pub async fn follow_topology(
                 }
             }
             _ = recheck.tick() => {
-                // A client can hold on to a map read before an election
-                // (reconnecting to the dead primary); re-read it on every
-                // connection now and then. Unchanged maps cost one CLUSTER
-                // SLOTS each.
+                // Re-read the map on every connection now and then, so each
+                // connects to a node soon after it gains slots: one that
+                // follows an ASK to a node it has no connection to is lost
+                // (see `supervisor`), and one that only ever sees our few
+                // slots may not hear of a new node otherwise. Unchanged
+                // maps cost one CLUSTER SLOTS each.
                 let syncs = pool.all().into_iter().map(|c| async move {
                     tokio::time::timeout(TOPOLOGY_RECHECK, c.sync_cluster()).await
                 });

@@ -3,13 +3,14 @@
 //! fred drives each client's connections from one task, which reconnects by
 //! itself when a connection is lost (our reconnect policy never gives up).
 //! But a few errors met while following Cluster redirects end that task for
-//! good — an `ASK` for a command whose attempts are used up, seen during a
-//! live reshard, is one — and every later command on that client would then
-//! wait for its timeout. Restarting the task is not enough either: the
-//! commands it dropped stay counted as queued, so the restarted client holds
-//! back (does not flush) a lone command that is not a script until another
-//! arrives. So the command clients are replaced instead: [`Connections`]
-//! swaps a fresh client in for one whose task ended.
+//! good — an `ASK` towards a node the client has no connection to (a node
+//! that is receiving its first slots in a live reshard) sleeps a reconnect
+//! delay per try the command has left and then does — and every later
+//! command on that client would wait for its timeout. Restarting the task
+//! is not enough either: the commands it dropped stay counted as queued, so
+//! the restarted client holds back (does not flush) a lone command that is
+//! not a script until another arrives. So the command clients are replaced
+//! instead: [`Connections`] swaps a fresh client in for one whose task ended.
 //!
 //! The pub/sub client, which other tasks hold on to, is restarted in place
 //! ([`restart_on_exit`]); what it sends is subscriptions, and the probes in
