@@ -70,16 +70,16 @@ async fn clients_lost_to_an_ask_are_replaced() {
     let id = app.started("per_participant", 2, 3_600_000).await;
     let bucket_of = |id: &str| keys::bucket(SessionId::parse(id).unwrap(), 16);
     let b = bucket_of(&id);
-    let s = slot(Layout::new(16).tag(b)).to_string();
-    let owner = cluster.owner(slot(Layout::new(16).tag(b)));
-    let (cluster, target) = tokio::task::spawn_blocking(move || {
+    let bucket_slot = slot(Layout::new(16).tag(b));
+    let s = bucket_slot.to_string();
+    let (cluster, owner, target) = tokio::task::spawn_blocking(move || {
         let mut cluster = cluster;
+        let owner = cluster.owner(bucket_slot);
         let target = cluster.add_primary(&owner);
-        (cluster, target)
+        (cluster, owner, target)
     })
     .await
     .unwrap();
-    let owner = cluster.owner(slot(Layout::new(16).tag(b)));
     cluster.cli(
         target.port,
         &["cluster", "setslot", &s, "importing", &owner.id],
