@@ -720,10 +720,8 @@ impl Store for RedisStore {
             Value::Integer(rate_interval_us(limit, period)),
             Value::Integer(i64::from(limit)),
         ];
-        let reply: Vec<i64> = self
-            .scripts
-            .rate_limit
-            .evalsha_with_reload(&self.pool.next(), vec![keys::rate_limit(key)], args)
+        let keys = vec![keys::rate_limit(key)];
+        let reply: Vec<i64> = run_script(&self.pool, &self.scripts.rate_limit, keys, args)
             .await
             .map_err(unavailable)?;
         let us = |v: i64| u64::try_from(v).unwrap_or(0);
@@ -963,10 +961,12 @@ fn encode_event(event: &AuditEvent) -> Result<String, StoreError> {
     serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Runs a multi-key script by SHA (loading it where it is missing). While
-/// a Cluster slot migrates, a script whose keys are split between the two
-/// nodes is refused with TRYAGAIN before it runs, so retrying it is safe;
-/// the migration of one slot's keys takes milliseconds.
+/// Runs a script of the request path by SHA (loading it where it is
+/// missing), again on another client if the call was lost with its client
+/// ([`Connections::run`]). While a Cluster slot migrates, a script whose keys
+/// are split between the two nodes is refused with TRYAGAIN before it runs,
+/// so retrying it is safe; the migration of one slot's keys takes
+/// milliseconds.
 async fn run_script<R: fred::types::FromValue>(
     pool: &Connections,
     script: &Script,
