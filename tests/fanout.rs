@@ -1,6 +1,7 @@
 //! Fan-out across instances: three SyncKairos processes of the built binary on
-//! one test Redis (or a Redis Cluster), WebSocket clients on each. Any write on any instance must
-//! reach every client of the session on every instance, in version order.
+//! one test Redis (or a Redis Cluster), WebSocket clients on each. Any write
+//! on any instance must reach every client of the session on every instance,
+//! in version order.
 
 mod common;
 

@@ -440,7 +440,7 @@ async fn the_server_applies_timeouts_on_redis_by_itself() {
 /// A create body for a one-participant session in Redis bucket `b` (of 16).
 fn body_in_bucket(b: u16, bank_ms: i64) -> Value {
     let id = std::iter::repeat_with(|| SessionId(uuid::Uuid::new_v4()))
-        .find(|id| keys::Layout::new(16).bucket(*id) == b)
+        .find(|id| keys::bucket(*id, 16) == b)
         .unwrap();
     let mut body = session_body("per_participant", 1, bank_ms);
     body["session_id"] = json!(id.to_string());

@@ -133,8 +133,9 @@ async fn a_dead_claimers_leases_come_back_and_are_applied_once() {
         .to_string();
     let claim = include_str!("../src/store/redis/claim.lua");
     let mut claimed = 0;
+    let layout = redis.layout();
     for b in 0..16 {
-        let key = redis.layout().due(b);
+        let key = layout.due(b);
         let out = redis.cli(&[
             "eval",
             claim,

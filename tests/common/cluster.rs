@@ -54,20 +54,12 @@ impl RedisCluster {
         let ports: Vec<u16> = (0..primaries * (1 + replicas))
             .map(|_| cluster.spawn_node())
             .collect();
-        let mut create = Command::new("redis-cli");
-        create.arg("--cluster").arg("create");
-        for port in &ports {
-            create.arg(format!("127.0.0.1:{port}"));
-        }
-        let out = create
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .output()
-            .expect("redis-cli runs");
-        assert!(
-            out.status.success(),
-            "cluster create failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let replicas = replicas.to_string();
+        let mut create = vec!["create"];
+        create.extend(nodes.iter().map(String::as_str));
+        create.extend(["--cluster-replicas", &replicas, "--cluster-yes"]);
+        cluster_tool(&create);
         cluster.wait_until("the cluster is ok on every node", |c| c.healthy());
         // A replica still on its first sync has nothing to fail over with.
         cluster.wait_until("every replica to be in sync", |c| {
@@ -194,18 +186,17 @@ impl RedisCluster {
     /// clients see ASK/MOVED meanwhile). Returns the new node's port.
     pub fn add_primary_and_reshard(&mut self, from: &Node, slots: u16) -> u16 {
         let new = self.add_primary(from);
-        let seed = format!("127.0.0.1:{}", from.port);
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "reshard", &seed])
-            .args(["--cluster-from", &from.id, "--cluster-to", &new.id])
-            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "reshard: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        cluster_tool(&[
+            "reshard",
+            &format!("127.0.0.1:{}", from.port),
+            "--cluster-from",
+            &from.id,
+            "--cluster-to",
+            &new.id,
+            "--cluster-slots",
+            &slots.to_string(),
+            "--cluster-yes",
+        ]);
         self.wait_until("the reshard to settle", |c| c.healthy());
         new.port
     }
@@ -214,16 +205,11 @@ impl RedisCluster {
     /// slot yet.
     pub fn add_primary(&mut self, seed: &Node) -> Node {
         let port = self.spawn_node();
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "add-node", &format!("127.0.0.1:{port}")])
-            .arg(format!("127.0.0.1:{}", seed.port))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "add-node: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        cluster_tool(&[
+            "add-node",
+            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{}", seed.port),
+        ]);
         self.wait_until("the new node to join", |c| {
             c.topology().iter().any(|n| n.port == port) && c.healthy()
         });
@@ -350,4 +336,20 @@ pub fn parse_nodes(text: &str) -> Vec<Node> {
             })
         })
         .collect()
+}
+
+/// `redis-cli --cluster <args>`, the operator's tool; fails the test with
+/// its output unless it succeeds.
+fn cluster_tool(args: &[&str]) {
+    let out = Command::new("redis-cli")
+        .arg("--cluster")
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster {}: {}",
+        args[0],
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
