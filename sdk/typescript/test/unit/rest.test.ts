@@ -54,3 +54,17 @@ describe('SyncKairosClient', () => {
     expect((fetch.mock.calls[0] as unknown[])[0]).toBe('http://s/v1/sessions/x/events?limit=10&before=e1');
   });
 });
+
+describe('SyncKairosClient.socketUrl', () => {
+  it('maps http(s) to ws(s), carries the token, and resolves a relative base against the page', () => {
+    expect(new SyncKairosClient({ baseUrl: 'https://t.example/', token: 'a b' }).socketUrl('s')).toBe(
+      'wss://t.example/ws?sessionId=s&token=a+b',
+    );
+    vi.stubGlobal('location', { href: 'http://page.example:8080/demo?x=1' });
+    try {
+      expect(new SyncKairosClient({ baseUrl: '' }).socketUrl('s')).toBe('ws://page.example:8080/ws?sessionId=s');
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
+});
