@@ -116,7 +116,7 @@ fn describe() {
         ),
         (
             "synckairos_redis_connection_restarts_total",
-            "Redis client connection tasks that ended on their own and were restarted",
+            "Redis clients whose connection task ended on its own (replaced or restarted)",
             "",
             &[],
         ),
