@@ -12,11 +12,12 @@ use thiserror::Error;
 
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
+use crate::deadline;
 use crate::domain::{
     self, ActionOnTimeout, Command, DomainError, EventKind, NewSession, ParticipantId, Session,
     SessionId, Timestamp, Transition,
 };
-use crate::store::{StateJson, Store, StoreError, Write};
+use crate::store::{RateDecision, StateJson, Store, StoreError, Write, WriteLimit};
 
 /// How often a server-side write (a timeout, a delete) is retried after losing
 /// a compare-and-set: each loss means another write landed (and every write
@@ -35,8 +36,18 @@ pub enum EngineError {
     /// Another write landed between our read and our compare-and-set.
     #[error("Session was modified concurrently (expected version {expected}, found {actual})")]
     Conflict { expected: u64, actual: u64 },
+    /// The session's switch limit (`limit` per second) is spent; nothing
+    /// was written.
+    #[error("Too many switches of this session")]
+    SwitchLimited { limit: u32, decision: RateDecision },
     #[error(transparent)]
     Store(StoreError),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
 }
 
 /// A session state together with the server time its derived fields are computed at.
@@ -100,15 +111,35 @@ pub enum TimeoutOutcome {
     Gone,
 }
 
-/// Runs commands against the store.
+/// Runs commands against the store. Within a request, each call's store
+/// work together is bounded by the request's budget ([`deadline`]).
 pub struct Engine {
     store: Arc<dyn Store>,
     clock: Clock,
+    /// `RATE_LIMIT_SWITCH`, enforced by the switch's own write.
+    switch_limit: Option<WriteLimit>,
 }
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: Clock) -> Self {
-        Self { store, clock }
+        Self {
+            store,
+            clock,
+            switch_limit: None,
+        }
+    }
+
+    /// Limits each session to `per_second` switches (0 = no limit).
+    pub fn with_switch_limit(self, per_second: u32) -> Self {
+        Self {
+            switch_limit: WriteLimit::per(per_second, std::time::Duration::from_secs(1)),
+            ..self
+        }
+    }
+
+    /// The switch limit's burst, for the `RateLimit-Limit` header.
+    pub fn switch_limit(&self) -> u32 {
+        self.switch_limit.map_or(0, |l| l.burst)
     }
 
     /// The store, for the parts of the server that watch it (fan-out, scheduler, readiness).
@@ -123,56 +154,81 @@ impl Engine {
 
     /// Creates a session at version 1; never overwrites a live one.
     pub async fn create(&self, new: NewSession) -> Result<Snapshot, EngineError> {
-        let now = self.clock.now();
-        let t = new.into_created(now);
-        let id = t.session.session_id;
-        self.write("create", 0, &t, now, true)
-            .await
-            .map_err(|e| match e {
-                StoreError::AlreadyExists => EngineError::Exists(id),
-                e => EngineError::Store(e),
-            })?;
-        Ok(Snapshot {
-            session: t.session,
-            at: now,
+        deadline::bounded(async {
+            let now = self.clock.now();
+            let t = new.into_created(now);
+            let id = t.session.session_id;
+            self.write("create", 0, &t, now, true, None)
+                .await
+                .map_err(|e| match e {
+                    StoreError::AlreadyExists => EngineError::Exists(id),
+                    e => EngineError::Store(e),
+                })?;
+            Ok(Snapshot {
+                session: t.session,
+                at: now,
+            })
         })
+        .await
     }
 
     /// The current state; derived fields at the time of the read. A read never
     /// writes: between a deadline and its handling it shows 0 remaining.
     pub async fn get(&self, id: SessionId) -> Result<Snapshot, EngineError> {
-        let session = self.load(id).await?;
-        Ok(Snapshot {
-            session,
-            at: self.clock.now(),
+        deadline::bounded(async {
+            let session = self.load(id).await?;
+            Ok(Snapshot {
+                session,
+                at: self.clock.now(),
+            })
         })
+        .await
     }
 
     /// Runs one command through the write path. A lost compare-and-set is
     /// reported as [`EngineError::Conflict`], not retried: the client decided
     /// on a state that no longer exists.
     pub async fn execute(&self, id: SessionId, cmd: Command) -> Result<Snapshot, EngineError> {
-        let current = self.load(id).await?;
-        let now = self.clock.now();
-        let decision = domain::decide(&current, &cmd, now);
-        let Some(t) = decision.write else {
+        deadline::bounded(async {
+            let current = self.load(id).await?;
+            let now = self.clock.now();
+            let decision = domain::decide(&current, &cmd, now);
+            let Some(t) = decision.write else {
+                decision.result?;
+                return Ok(Snapshot {
+                    session: current,
+                    at: now,
+                });
+            };
+            // Only a switch that goes through counts against the switch limit
+            // (one refused by the rules writes no more than a settled timeout).
+            let limit = match cmd {
+                Command::Switch { .. } if decision.result.is_ok() => self.switch_limit,
+                _ => None,
+            };
+            self.write(cmd.name(), current.version, &t, now, true, limit)
+                .await
+                .map_err(|e| match e {
+                    StoreError::RateLimited(decision) => {
+                        metrics::counter!("synckairos_rate_limited_total", "scope" => "switch")
+                            .increment(1);
+                        EngineError::SwitchLimited {
+                            limit: self.switch_limit(),
+                            decision,
+                        }
+                    }
+                    e => conflict_or_store(id, current.version, e),
+                })?;
+            record_timeouts(&t, now);
+            // A refused command may still have settled a timeout: that is written
+            // above, and the refusal reported here.
             decision.result?;
-            return Ok(Snapshot {
-                session: current,
+            Ok(Snapshot {
+                session: t.session,
                 at: now,
-            });
-        };
-        self.write(cmd.name(), current.version, &t, now, true)
-            .await
-            .map_err(|e| conflict_or_store(id, current.version, e))?;
-        record_timeouts(&t, now);
-        // A refused command may still have settled a timeout: that is written
-        // above, and the refusal reported here.
-        decision.result?;
-        Ok(Snapshot {
-            session: t.session,
-            at: now,
+            })
         })
+        .await
     }
 
     /// Applies whatever timeout is due for `id`, retrying on conflicts by
@@ -195,7 +251,10 @@ impl Engine {
                 return Ok(TimeoutOutcome::NotDue);
             };
             // A server-applied timeout does not restart the TTL.
-            match self.write("timeout", current.version, &t, now, false).await {
+            match self
+                .write("timeout", current.version, &t, now, false, None)
+                .await
+            {
                 Ok(()) => {
                     record_timeouts(&t, now);
                     return Ok(TimeoutOutcome::Applied);
@@ -214,33 +273,36 @@ impl Engine {
 
     /// Deletes a session; succeeds for unknown ids too (DELETE is idempotent).
     pub async fn delete(&self, id: SessionId) -> Result<(), EngineError> {
-        for _ in 0..WRITE_ATTEMPTS {
-            let Some(current) = self.store.get(id).await.map_err(EngineError::Store)? else {
-                return Ok(());
-            };
-            let now = self.clock.now();
-            let event = AuditEvent::deleted(id, current.version + 1, now);
-            let message = Update::Deleted {
-                session_id: id,
-                published_ms: now.ms(),
+        deadline::bounded(async {
+            for _ in 0..WRITE_ATTEMPTS {
+                let Some(current) = self.store.get(id).await.map_err(EngineError::Store)? else {
+                    return Ok(());
+                };
+                let now = self.clock.now();
+                let event = AuditEvent::deleted(id, current.version + 1, now);
+                let message = Update::Deleted {
+                    session_id: id,
+                    published_ms: now.ms(),
+                }
+                .encode();
+                let started = Instant::now();
+                let deleted = self
+                    .store
+                    .delete(id, current.version, &event, &message)
+                    .await;
+                record_write("delete", started);
+                match deleted {
+                    Ok(()) => return Ok(()),
+                    Err(StoreError::Conflict { actual: None }) => return Ok(()),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(EngineError::Store(e)),
+                }
             }
-            .encode();
-            let started = Instant::now();
-            let deleted = self
-                .store
-                .delete(id, current.version, &event, &message)
-                .await;
-            record_write("delete", started);
-            match deleted {
-                Ok(()) => return Ok(()),
-                Err(StoreError::Conflict { actual: None }) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(EngineError::Store(e)),
-            }
-        }
-        Err(EngineError::Store(StoreError::Unavailable(
-            "session kept changing during delete".into(),
-        )))
+            Err(EngineError::Store(StoreError::Unavailable(
+                "session kept changing during delete".into(),
+            )))
+        })
+        .await
     }
 
     async fn load(&self, id: SessionId) -> Result<Session, EngineError> {
@@ -251,8 +313,9 @@ impl Engine {
             .ok_or(EngineError::NotFound(id))
     }
 
-    /// The one write: state + deadline + audit events + published update.
-    /// `command` labels its duration metric.
+    /// The one write: state + deadline + audit events + published update,
+    /// refused as a whole if `limit` is spent. `command` labels its
+    /// duration metric.
     async fn write(
         &self,
         command: &'static str,
@@ -260,6 +323,7 @@ impl Engine {
         t: &Transition,
         now: Timestamp,
         refresh_ttl: bool,
+        limit: Option<WriteLimit>,
     ) -> Result<(), StoreError> {
         let state = StateJson::of(&t.session);
         // The snapshot is the state after the whole write: it goes once, on
@@ -298,6 +362,7 @@ impl Engine {
             refresh_ttl,
             events: &events,
             message: &message,
+            limit,
         };
         let started = Instant::now();
         let written = if expected == 0 {

@@ -20,6 +20,7 @@ use crate::fanout::Hub;
 use crate::http::AppState;
 use crate::http::ratelimit::RateLimits;
 use crate::http::ws::WsLimits;
+use crate::limiter::ClientLimiter;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{ConnectError, RedisOptions, RedisStore};
@@ -71,7 +72,8 @@ impl Server {
                     .with_outbox(config.outbox()),
             ),
         };
-        let engine = Arc::new(Engine::new(store, clock));
+        let engine =
+            Arc::new(Engine::new(store, clock).with_switch_limit(config.rate_limit_switch));
         let listener = bind(SocketAddr::new(config.host, config.port)).await?;
         let metrics_listener = match config.metrics_port {
             Some(port) => Some(bind(SocketAddr::new(config.host, port)).await?),
@@ -95,9 +97,15 @@ impl Server {
             audit: audit.clone(),
             auth,
             limits: RateLimits {
-                general: config.rate_limit_general,
-                switch: config.rate_limit_switch,
+                client: (config.rate_limit_general > 0).then(|| {
+                    Arc::new(ClientLimiter::new(
+                        engine.store().clone(),
+                        config.rate_limit_general,
+                        Duration::from_secs(60),
+                    ))
+                }),
                 trust_proxy: config.trust_proxy,
+                store_budget: Duration::from_millis(config.redis_timeout_ms),
             },
         };
         let drain = audit.map(|db| {
@@ -157,6 +165,9 @@ impl Server {
             background.clone(),
         ));
         tokio::spawn(crate::telemetry::upkeep(background.clone()));
+        if let Some(limiter) = &self.state.limits.client {
+            tokio::spawn(limiter.clone().run(background.clone()));
+        }
         if let Some(listener) = self.metrics_listener {
             tokio::spawn(http::listener::serve(
                 listener,

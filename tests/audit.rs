@@ -408,6 +408,46 @@ async fn history_pages_newest_first_and_fails_clearly() {
     app.started("global", 2, 60_000).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_answers_at_once_while_the_drain_finds_the_database_down() {
+    let mut pg = PostgresServer::start();
+    let db = pg.database("audit");
+    let mut config = audit_config(None, &db);
+    // A history call that had to find out for itself would wait a minute.
+    config.database_timeout_ms = 60_000;
+    let app = spawn_with(config, Clock::System, None).await;
+    let id = app.started("per_participant", 2, 600_000).await;
+    await_events(&db, 2).await;
+
+    pg.stop();
+    // A write gives the drain something to insert, and so to fail at.
+    app.command(&id, "switch").await;
+    let path = format!("{}/v1/sessions/{id}/events", app.base);
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    // Calls made before the drain fails may wait (cut off here); once it
+    // has failed, the answer is a 503 at once instead of a minute later.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let refused = loop {
+        assert!(Instant::now() < deadline, "history never failed fast");
+        if let Ok(r) = quick.get(&path).send().await {
+            break r;
+        }
+    };
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
+
+    // Back: the drain's next commit clears it and the history is complete.
+    pg.resume();
+    await_events(&db, 3).await;
+    let r = app.get(&format!("/v1/sessions/{id}/events")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.data()["events"].as_array().unwrap().len(), 3);
+}
+
 #[tokio::test]
 async fn history_without_a_database_says_audit_is_off() {
     let app = spawn_app().await;

@@ -1,6 +1,8 @@
-//! Rate limits over real HTTP: the counters live in Redis, so two instances
-//! together allow no more than the limit; per-session switch limits; 429s
-//! with `Retry-After` and `RateLimit-*`; operational routes exempt.
+//! Rate limits over real HTTP: each instance decides the client limit on
+//! its own view and settles it through Redis, so two instances together
+//! allow no more than the limit plus the documented tolerance; per-session
+//! switch limits, checked by the write itself; 429s with `Retry-After` and
+//! `RateLimit-*`; operational routes exempt.
 
 mod common;
 
@@ -62,10 +64,12 @@ async fn two_instances_together_allow_no_more_than_the_limit() {
         .iter()
         .filter(|r| r.status != StatusCode::TOO_MANY_REQUESTS)
         .count();
-    // 20 per minute: the burst of 20, plus what refilled during the run.
+    // 20 per minute: the burst of 20, plus what refilled during the run,
+    // plus the tolerance of N instances × 2L, L = ⌈20 / 16⌉ (see `limiter`).
+    let tolerance = 2 * 2 * 2;
     assert!(allowed >= limit as usize, "{allowed} allowed");
     assert!(
-        allowed <= ceiling(limit, 60.0, elapsed),
+        allowed <= ceiling(limit, 60.0, elapsed) + tolerance,
         "{allowed} allowed in {elapsed:.2} s across both instances"
     );
     let refused: Vec<&Reply> = answers
@@ -104,24 +108,47 @@ async fn switches_are_limited_per_session_across_instances() {
     let busy = clients[0].started("per_participant", 2, 600_000).await;
     let quiet = clients[0].started("per_participant", 2, 600_000).await;
 
+    // Each instance's client switches one after the other, racing the
+    // other: a switch that read a version the other already moved on from
+    // is a 409 (and counts nothing); one that would write past the limit
+    // is a 429 and writes nothing.
+    let path = format!("/v1/sessions/{busy}/switch");
     let started = Instant::now();
-    let answers = burst(&clients, 30, &format!("/v1/sessions/{busy}/switch"), true).await;
+    let answers: Vec<Reply> = join_all(clients.iter().map(|client| {
+        let path = &path;
+        async move {
+            let mut answers = Vec::new();
+            for _ in 0..15 {
+                answers.push(client.post(path, None).await);
+            }
+            answers
+        }
+    }))
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
     let elapsed = started.elapsed().as_secs_f64();
-    // Switches that pass the limit may still lose the compare-and-set to a
-    // concurrent one (409); only 429s are the limit's.
-    let limited: Vec<&Reply> = answers
-        .iter()
-        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
-        .collect();
-    let passed = answers.len() - limited.len();
-    assert!(passed >= 5, "{passed} passed");
+    let count = |status: u16| answers.iter().filter(|r| r.status == status).count();
+    let (switched, limited) = (count(200), count(429));
+    assert_eq!(switched + limited + count(409), answers.len());
+    assert!(switched >= 5, "{switched} switched");
     assert!(
-        passed <= ceiling(5, 1.0, elapsed),
-        "{passed} switches passed in {elapsed:.2} s"
+        switched <= ceiling(5, 1.0, elapsed),
+        "{switched} switches in {elapsed:.2} s"
     );
-    for r in &limited {
+    assert!(limited > 0);
+    for r in answers.iter().filter(|r| r.status == 429) {
         assert_refusal(r, 5);
     }
+    // The version counts exactly the switches answered 200 (it was 2).
+    let state = clients[1].get(&format!("/v1/sessions/{busy}")).await;
+    assert_eq!(
+        state.data()["version"],
+        2 + switched as u64,
+        "{}",
+        state.text
+    );
     // Another session's switches are not affected.
     let r = clients[1]
         .post(&format!("/v1/sessions/{quiet}/switch"), None)

@@ -12,7 +12,9 @@ use synckairos::clock::Clock;
 use synckairos::domain::{Command, NewSession, Session, SessionId, Timestamp, deadline, decide};
 use synckairos::store::memory::MemoryStore;
 use synckairos::store::redis::RedisStore;
-use synckairos::store::{FeedEvent, OutboxStats, StateJson, Store, StoreError, Swept, Write};
+use synckairos::store::{
+    FeedEvent, OutboxStats, StateJson, Store, StoreError, Swept, Write, WriteLimit,
+};
 
 use common::cluster::RedisCluster;
 use common::redis::RedisServer;
@@ -41,6 +43,7 @@ fn write<'a>(s: &'a Session, expected: u64, message: &'a Bytes) -> Write<'a> {
         refresh_ttl: true,
         events: &[],
         message,
+        limit: None,
     }
 }
 
@@ -383,6 +386,78 @@ pub async fn the_sweep_repairs_the_index_and_respects_leases(store: Arc<dyn Stor
     );
 }
 
+pub async fn a_spent_write_limit_refuses_and_writes_nothing(store: Arc<dyn Store>) {
+    let m = msg("x");
+    // Two at once, then one an hour: the third write is refused.
+    let limit = Some(WriteLimit {
+        interval_us: 3_600_000_000,
+        burst: 2,
+    });
+    let s1 = session();
+    store.create(write(&s1, 0, &m)).await.unwrap();
+    let s2 = next(&s1, Command::Start, T0);
+    let s3 = next(&s2, Command::Pause, T0);
+    let s4 = next(&s3, Command::Resume, T0);
+    for (s, expected) in [(&s2, 1), (&s3, 2)] {
+        store
+            .compare_and_set(Write {
+                limit,
+                ..write(s, expected, &m)
+            })
+            .await
+            .unwrap();
+    }
+    let limited = store
+        .compare_and_set(Write {
+            limit,
+            ..write(&s4, 3, &m)
+        })
+        .await;
+    let Err(StoreError::RateLimited(decision)) = limited else {
+        panic!("expected the limit to refuse, got {limited:?}");
+    };
+    assert!(!decision.allowed);
+    assert!(decision.retry_after_us > 3_000_000_000, "{decision:?}");
+    assert_eq!(store.get(s1.session_id).await.unwrap().unwrap(), s3);
+    // The version is checked first: a stale write is a conflict, not a 429.
+    assert_eq!(
+        store
+            .compare_and_set(Write {
+                limit,
+                ..write(&s4, 2, &m)
+            })
+            .await,
+        Err(StoreError::Conflict { actual: Some(3) })
+    );
+    // Writes the limit does not apply to still go through.
+    store.compare_and_set(write(&s4, 3, &m)).await.unwrap();
+    // Each session has its own limit.
+    let other = session();
+    store.create(write(&other, 0, &m)).await.unwrap();
+    store
+        .compare_and_set(Write {
+            limit,
+            ..write(&next(&other, Command::Start, T0), 1, &m)
+        })
+        .await
+        .unwrap();
+}
+
+pub async fn rate_settles_add_up_across_instances(store: Arc<dyn Store>) {
+    let second = 1_000_000;
+    let ahead = |us: i64| us > 0 && us <= 60 * second;
+    assert!(store.rate_settle("ip:a", 0, second).await.unwrap() <= 0);
+    // Two instances settle 30 and 20 requests of one client: 50 s owed.
+    let first = store.rate_settle("ip:a", 30, second).await.unwrap();
+    let both = store.rate_settle("ip:a", 20, second).await.unwrap();
+    assert!(ahead(first) && first <= 30 * second, "{first}");
+    assert!(both > 45 * second && both <= 50 * second, "{both}");
+    // A read adds nothing; another client owes nothing.
+    let read = store.rate_settle("ip:a", 0, second).await.unwrap();
+    assert!(read > 45 * second && read <= both, "{read}");
+    assert!(store.rate_settle("ip:b", 0, second).await.unwrap() <= 0);
+}
+
 pub async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
@@ -403,6 +478,8 @@ macro_rules! conformance {
                 reindex_only_touches_the_version_it_read,
                 subscribers_get_exactly_their_sessions_messages,
                 the_sweep_repairs_the_index_and_respects_leases,
+                a_spent_write_limit_refuses_and_writes_nothing,
+                rate_settles_add_up_across_instances,
                 ping_answers);
         }
     };

@@ -14,7 +14,6 @@
 //! reading stops: the backlog waits in Redis, not in memory.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -74,16 +73,15 @@ pub async fn run(
         return;
     }
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let stalled = Arc::new(AtomicBool::new(false));
     let reader = tokio::spawn(read(
         store.clone(),
         options.clone(),
         tx,
-        stalled.clone(),
+        db.clone(),
         shutdown.clone(),
     ));
     tokio::spawn(gauges(store.clone(), clock, shutdown.clone()));
-    write(store, db, rx, stalled, shutdown).await;
+    write(store, db, rx, shutdown).await;
     let _ = reader.await;
 }
 
@@ -107,13 +105,13 @@ async fn migrate(db: &AuditDb, shutdown: &CancellationToken) -> bool {
 
 /// Feeds the channel: new events, and every so often the events of
 /// consumers idle for longer than `claim_idle`. Not while the writer is
-/// stalled (PostgreSQL down): the events it holds would look idle too, and
-/// every instance would only keep taking the others' events.
+/// stalled (`db` known unreachable): the events it holds would look idle
+/// too, and every instance would only keep taking the others' events.
 async fn read(
     store: Arc<dyn Store>,
     options: DrainOptions,
     tx: mpsc::Sender<OutboxEntry>,
-    stalled: Arc<AtomicBool>,
+    db: AuditDb,
     shutdown: CancellationToken,
 ) {
     let claim_every = (options.claim_idle / 3).clamp(Duration::from_millis(50), CLAIM_EVERY_MAX);
@@ -124,8 +122,8 @@ async fn read(
     let mut backoff = Backoff::new();
     while !shutdown.is_cancelled() {
         let mut entries = Vec::new();
-        let claim = last_claim.is_none_or(|at| at.elapsed() >= claim_every)
-            && !stalled.load(Ordering::Relaxed);
+        let claim =
+            last_claim.is_none_or(|at| at.elapsed() >= claim_every) && !db.known_unreachable();
         let polled = async {
             if claim {
                 last_claim = Some(Instant::now());
@@ -186,7 +184,6 @@ async fn write(
     store: Arc<dyn Store>,
     db: AuditDb,
     mut rx: mpsc::Receiver<OutboxEntry>,
-    stalled: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -208,7 +205,7 @@ async fn write(
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        if !commit(&store, &db, batch, &stalled, &shutdown).await {
+        if !commit(&store, &db, batch, &shutdown).await {
             return;
         }
     }
@@ -221,7 +218,6 @@ async fn commit(
     store: &Arc<dyn Store>,
     db: &AuditDb,
     batch: Vec<OutboxEntry>,
-    stalled: &AtomicBool,
     shutdown: &CancellationToken,
 ) -> bool {
     let mut receipts: Vec<Receipt> = Vec::with_capacity(batch.len());
@@ -256,7 +252,7 @@ async fn commit(
         };
         match attempt.unwrap_or_else(|_| Err(DbError::Unavailable("insert timed out".into()))) {
             Ok(inserted) => {
-                stalled.store(false, Ordering::Relaxed);
+                db.set_reachable(true);
                 metrics::counter!("synckairos_audit_events_written_total").increment(inserted);
                 metrics::counter!("synckairos_audit_duplicates_total")
                     .increment(events.len() as u64 - inserted);
@@ -264,7 +260,7 @@ async fn commit(
                 break;
             }
             Err(e) => {
-                stalled.store(true, Ordering::Relaxed);
+                db.set_reachable(false);
                 metrics::counter!("synckairos_audit_failures_total", "stage" => "insert")
                     .increment(1);
                 tracing::warn!(error = %e, events = events.len(), "audit batch not committed; retrying");

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -42,6 +44,10 @@ impl From<sqlx::Error> for DbError {
 #[derive(Clone)]
 pub struct AuditDb {
     pool: PgPool,
+    /// Set while the drain's inserts fail (and it retries), cleared by its
+    /// next commit: readers then fail at once instead of waiting for a
+    /// connection that will not come.
+    unreachable: Arc<AtomicBool>,
 }
 
 /// One event of a session's history, as the API returns it.
@@ -81,7 +87,21 @@ impl AuditDb {
             .max_connections(4)
             .acquire_timeout(timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            unreachable: Arc::default(),
+        })
+    }
+
+    /// Whether the drain last found the database unreachable (it keeps
+    /// retrying, so this clears once the database is back).
+    pub fn known_unreachable(&self) -> bool {
+        self.unreachable.load(Ordering::Relaxed)
+    }
+
+    /// Records whether the drain's last insert reached the database.
+    pub fn set_reachable(&self, reachable: bool) {
+        self.unreachable.store(!reachable, Ordering::Relaxed);
     }
 
     /// Applies the pending migrations. sqlx holds a PostgreSQL advisory lock

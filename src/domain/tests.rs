@@ -677,6 +677,27 @@ fn complete_from_pending_and_events_carry_times() {
 }
 
 #[test]
+fn complete_leaves_nobody_on_turn_as_in_v2() {
+    let running = run(
+        &new(SyncMode::PerParticipant, 2, json!({})),
+        Command::Start,
+        at(0),
+    );
+    let w = decide(&running, &Command::Complete, at(700)).write.unwrap();
+    let s = &w.session;
+    assert_eq!(s.active_participant_id, None);
+    assert_eq!(s.cycle_started_at, None);
+    assert!(s.participants.iter().all(|p| !p.is_active));
+    // The event still names who was on turn, and what it was charged.
+    let e = &w.events[0];
+    assert_eq!(
+        (e.participant_id, e.time_elapsed_ms),
+        (Some(pid(0)), Some(700))
+    );
+    assert_eq!(s.participants[0].time_used_ms, 700);
+}
+
+#[test]
 fn create_validation_names_every_field() {
     let cases: Vec<(Value, &str)> = vec![
         (json!(null), "body"),

@@ -291,6 +291,12 @@ fn complete(s: &mut Session, now: Timestamp, events: &mut Vec<Event>) -> Result<
         None => Event::new(EventKind::SessionCompleted, now),
     };
     events.push(event);
+    // As in v2: a completed session has nobody on turn.
+    s.active_participant_id = None;
+    s.active_group_id = None;
+    for p in &mut s.participants {
+        p.is_active = false;
+    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! logged here and never sent to the client.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::auth::AuthError;
 use crate::domain::{DomainError, FieldError};
 use crate::engine::EngineError;
-use crate::store::StoreError;
+use crate::store::{RateDecision, StoreError};
 
 /// Everything a request can fail with.
 #[derive(Debug)]
@@ -34,8 +34,9 @@ pub enum ApiError {
     Conflict { expected: u64, actual: u64 },
     /// 409: create with an id in use.
     SessionExists(String),
-    /// 429: a rate limit; `Retry-After` says when to come back.
-    RateLimited { retry_after_s: u64 },
+    /// 429: a rate limit of `limit` requests per period is spent;
+    /// `Retry-After` says when to come back, `RateLimit-*` how it stands.
+    RateLimited { limit: u32, decision: RateDecision },
     /// 413: body over `MAX_BODY_BYTES`.
     PayloadTooLarge,
     /// 408: the request (its body upload included) took too long.
@@ -104,10 +105,13 @@ impl ApiError {
                 Some(json!({ "expected_version": expected, "actual_version": actual })),
             ),
             SessionExists(m) => (StatusCode::CONFLICT, "SESSION_EXISTS", m.clone(), None),
-            RateLimited { retry_after_s } => (
+            RateLimited { decision, .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "RATE_LIMIT_EXCEEDED",
-                format!("Too many requests; retry in {retry_after_s} s"),
+                format!(
+                    "Too many requests; retry in {} s",
+                    seconds(decision.retry_after_us)
+                ),
                 None,
             ),
             PayloadTooLarge => (
@@ -193,14 +197,39 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+        match self {
+            ApiError::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer"),
+                );
+            }
+            ApiError::RateLimited { limit, decision } => {
+                rate_limit_headers(response.headers_mut(), limit, &decision);
+            }
+            _ => {}
         }
         response
     }
+}
+
+/// `RateLimit-Limit`, `-Remaining`, `-Reset` of a limit's decision, and
+/// `Retry-After` when it refused.
+pub fn rate_limit_headers(h: &mut HeaderMap, limit: u32, d: &RateDecision) {
+    let mut set = |name: &'static str, value: u64| {
+        h.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    };
+    set("ratelimit-limit", u64::from(limit));
+    set("ratelimit-remaining", d.remaining);
+    set("ratelimit-reset", seconds(d.reset_us));
+    if !d.allowed {
+        set("retry-after", seconds(d.retry_after_us));
+    }
+}
+
+/// Whole seconds, rounded up, at least 1 (`Retry-After` must be > 0).
+fn seconds(us: u64) -> u64 {
+    us.div_ceil(1_000_000).max(1)
 }
 
 impl From<DomainError> for ApiError {
@@ -240,11 +269,24 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound(_) => ApiError::SessionNotFound(e.to_string()),
             EngineError::Exists(_) => ApiError::SessionExists(e.to_string()),
             EngineError::Conflict { expected, actual } => ApiError::Conflict { expected, actual },
+            EngineError::SwitchLimited { limit, decision } => {
+                ApiError::RateLimited { limit, decision }
+            }
             EngineError::Store(StoreError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "state store unavailable");
                 ApiError::Unavailable
             }
             EngineError::Store(e) => ApiError::Internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seconds;
+
+    #[test]
+    fn header_seconds_round_up() {
+        assert_eq!((seconds(0), seconds(1), seconds(1_000_001)), (1, 1, 2));
     }
 }

@@ -59,6 +59,13 @@ pub async fn list(
         })
         .transpose()?;
     let db = app.audit.as_ref().ok_or(ApiError::AuditDisabled)?;
+    // The drain is failing to reach the database right now: no point
+    // waiting `DATABASE_TIMEOUT_MS` for a connection to find that out.
+    if db.known_unreachable() {
+        return Err(ApiError::AuditUnavailable(
+            "the audit drain finds the database unreachable".into(),
+        ));
+    }
     let events = db
         .history(id, limit, before)
         .await

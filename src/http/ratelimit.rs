@@ -1,124 +1,74 @@
-//! Rate limits that hold across every instance: the counters live in the
-//! store (one GCRA script call in Redis), so a client spreading requests
-//! over instances gains nothing. Two limits: per client on every session
-//! route and the WebSocket upgrade (`RATE_LIMIT_GENERAL` per minute), and
-//! per session on switch (`RATE_LIMIT_SWITCH` per second). Operational
-//! routes (`/health`, `/ready`, `/metrics`, `/v1/time`, docs) are exempt.
+//! Rate limits at no store round trip. Two limits: per client on every
+//! session route and the WebSocket upgrade (`RATE_LIMIT_GENERAL` per
+//! minute), decided on the instance by [`ClientLimiter`] and settled with
+//! the other instances in the background; and per session on switch
+//! (`RATE_LIMIT_SWITCH` per second), checked by the switch's own write (see
+//! `Engine::with_switch_limit`). Operational routes (`/health`, `/ready`,
+//! `/metrics`, `/v1/time`, docs) are exempt.
+//!
+//! The same middleware opens the request's store budget
+//! ([`crate::deadline`]): everything a request asks of the store, together,
+//! answers within `REDIS_TIMEOUT_MS`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, rate_limit_headers};
 use super::extract::Authenticated;
 use crate::auth::Caller;
-use crate::store::RateDecision;
+use crate::deadline;
+use crate::limiter::ClientLimiter;
 
-/// The limits, from the configuration.
-#[derive(Clone, Copy, Debug)]
+/// The request-path side of the limits, from the configuration.
+#[derive(Clone)]
 pub struct RateLimits {
-    /// Per client per minute; 0 = off.
-    pub general: u32,
-    /// Per session per second on switch; 0 = off.
-    pub switch: u32,
+    /// The client limit; `None` when `RATE_LIMIT_GENERAL` is 0.
+    pub client: Option<Arc<ClientLimiter>>,
     /// Whether proxy headers name the client.
     pub trust_proxy: bool,
+    /// `REDIS_TIMEOUT_MS`: one request's store budget.
+    pub store_budget: Duration,
 }
 
-/// Checks the limits that apply to this request; a refusal is a 429 with
-/// `Retry-After`, and every limited response carries `RateLimit-*`. The
-/// client and session limits are asked at once (one round trip of latency).
+/// Checks the client limit; a refusal is a 429 with `Retry-After`, and
+/// every limited response carries `RateLimit-*`.
 pub async fn limit(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
-    if !(route.starts_with("/v1/sessions") || route == "/ws") {
+        .map(MatchedPath::as_str);
+    if !route.is_some_and(|r| r.starts_with("/v1/sessions") || r == "/ws") {
         return next.run(req).await;
     }
-    let limits = app.limits;
-    let client = (limits.general > 0).then(|| client_key(&req, limits.trust_proxy));
-    let session = (limits.switch > 0 && route == "/v1/sessions/{id}/switch").then(|| {
-        format!(
-            "switch:{}",
-            req.uri().path().split('/').nth(3).unwrap_or_default()
-        )
-    });
-    let minute = Duration::from_secs(60);
-    let second = Duration::from_secs(1);
-    let (general, switch) = tokio::join!(
-        check(&app, client.as_deref(), limits.general, minute, "client"),
-        check(&app, session.as_deref(), limits.switch, second, "switch"),
-    );
-    let (general, switch) = match (general, switch) {
-        (Err(refused), _) | (_, Err(refused)) => return refused,
-        (Ok(g), Ok(s)) => (g, s),
-    };
-    // Show whichever limit is closer to refusing.
-    let shown = match (general, switch) {
-        (Some(g), Some(s)) if s.remaining < g.remaining => Some((limits.switch, s)),
-        (Some(g), _) => Some((limits.general, g)),
-        (None, s) => s.map(|s| (limits.switch, s)),
-    };
-    let mut response = next.run(req).await;
-    if let Some((limit, decision)) = shown {
-        headers(response.headers_mut(), limit, &decision);
-    }
-    response
-}
-
-/// One limit (none when `key` is `None`): `Err` is the finished 429;
-/// `Ok(None)` also when the store could not be asked (the limit fails open:
-/// the request itself will meet the outage).
-async fn check(
-    app: &AppState,
-    key: Option<&str>,
-    limit: u32,
-    period: Duration,
-    scope: &'static str,
-) -> Result<Option<RateDecision>, Response> {
-    let Some(key) = key else {
-        return Ok(None);
-    };
-    match app.engine.store().rate_limit(key, limit, period).await {
-        Ok(d) if d.allowed => Ok(Some(d)),
-        Ok(d) => {
-            metrics::counter!("synckairos_rate_limited_total", "scope" => scope).increment(1);
-            let mut response = ApiError::RateLimited {
-                retry_after_s: seconds(d.retry_after_us),
+    let limits = &app.limits;
+    deadline::scope(limits.store_budget, async {
+        let Some(limiter) = &limits.client else {
+            return next.run(req).await;
+        };
+        let decision = limiter.check(&client_key(&req, limits.trust_proxy)).await;
+        if !decision.allowed {
+            metrics::counter!("synckairos_rate_limited_total", "scope" => "client").increment(1);
+            return ApiError::RateLimited {
+                limit: limiter.limit(),
+                decision,
             }
             .into_response();
-            headers(response.headers_mut(), limit, &d);
-            Err(response)
         }
-        Err(e) => {
-            tracing::debug!(error = %e, "rate limit not checked");
-            Ok(None)
+        let mut response = next.run(req).await;
+        // A refused switch reports the switch limit instead.
+        if !response.headers().contains_key("ratelimit-limit") {
+            rate_limit_headers(response.headers_mut(), limiter.limit(), &decision);
         }
-    }
-}
-
-/// Whole seconds, rounded up, at least 1.
-fn seconds(us: u64) -> u64 {
-    us.div_ceil(1_000_000).max(1)
-}
-
-fn headers(h: &mut HeaderMap, limit: u32, d: &RateDecision) {
-    let mut set = |name: &'static str, value: u64| {
-        h.insert(HeaderName::from_static(name), HeaderValue::from(value));
-    };
-    set("ratelimit-limit", u64::from(limit));
-    set("ratelimit-remaining", d.remaining);
-    set("ratelimit-reset", seconds(d.reset_us));
-    if !d.allowed {
-        set("retry-after", seconds(d.retry_after_us));
-    }
+        response
+    })
+    .await
 }
 
 /// Who the general limit counts: a verified token's subject, else the
@@ -164,6 +114,7 @@ pub fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, trust_proxy: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn proxy_headers_count_only_when_trusted() {
@@ -182,10 +133,5 @@ mod tests {
         );
         h.insert("fly-client-ip", HeaderValue::from_static("garbage"));
         assert_eq!(client_ip(&h, peer, true), Some(IpAddr::from([10, 0, 0, 7])));
-    }
-
-    #[test]
-    fn header_seconds_round_up() {
-        assert_eq!((seconds(0), seconds(1), seconds(1_000_001)), (1, 1, 2));
     }
 }

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use tokio::sync::{Notify, broadcast};
 
 use super::{
-    FeedEvent, OutboxEntry, OutboxStats, RateDecision, Receipt, Store, StoreError, Swept, Write,
-    expiry_after, gcra, index_needs_repair, rate_interval_us,
+    FeedEvent, OutboxEntry, OutboxStats, Receipt, Store, StoreError, Swept, Write, expiry_after,
+    gcra, index_needs_repair,
 };
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
@@ -75,6 +75,8 @@ struct Queued {
 struct Entry {
     session: Session,
     expires_at: i64,
+    /// The session's write limit (GCRA theoretical arrival time, µs).
+    limit_tat: Option<i64>,
 }
 
 impl MemoryStore {
@@ -126,13 +128,14 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn apply(&self, inner: &mut Inner, write: Write<'_>) {
+    fn apply(&self, inner: &mut Inner, write: Write<'_>, limit_tat: Option<i64>) {
         let id = write.session.session_id;
-        let kept = inner.sessions.get(&id).map(|e| e.expires_at);
+        let kept = inner.sessions.get(&id).map(|e| (e.expires_at, e.limit_tat));
         let expires_at = match kept {
-            Some(at) if !write.refresh_ttl => at,
+            Some((at, _)) if !write.refresh_ttl => at,
             _ => expiry_after(&write, self.ttl_ms),
         };
+        let limit_tat = limit_tat.or(kept.and_then(|(_, tat)| tat));
         inner.remove(id);
         inner.expiry.insert((expires_at, id));
         inner.sessions.insert(
@@ -140,6 +143,7 @@ impl MemoryStore {
             Entry {
                 session: write.session.clone(),
                 expires_at,
+                limit_tat,
             },
         );
         inner.set_due(id, write.deadline.map(Timestamp::ms));
@@ -234,7 +238,7 @@ impl Store for MemoryStore {
         if inner.live(write.session.session_id, now).is_some() {
             return Err(StoreError::AlreadyExists);
         }
-        self.apply(&mut inner, write);
+        self.apply(&mut inner, write, None);
         Ok(())
     }
 
@@ -252,7 +256,20 @@ impl Store for MemoryStore {
         if actual != Some(write.expected_version) {
             return Err(StoreError::Conflict { actual });
         }
-        self.apply(&mut inner, write);
+        let mut limit_tat = None;
+        if let Some(limit) = write.limit {
+            let tat = inner
+                .sessions
+                .get(&write.session.session_id)
+                .and_then(|e| e.limit_tat);
+            let now_us = now.saturating_mul(1000);
+            let (decision, tat) = gcra(tat, now_us, limit.interval_us, limit.burst);
+            if !decision.allowed {
+                return Err(StoreError::RateLimited(decision));
+            }
+            limit_tat = tat;
+        }
+        self.apply(&mut inner, write, limit_tat);
         Ok(())
     }
 
@@ -441,26 +458,24 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn rate_limit(
+    async fn rate_settle(
         &self,
         key: &str,
-        limit: u32,
-        period: std::time::Duration,
-    ) -> Result<RateDecision, StoreError> {
+        admitted: u64,
+        interval_us: i64,
+    ) -> Result<i64, StoreError> {
         let now_us = self.clock.now().ms().saturating_mul(1000);
         let mut limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
         if limits.len() >= LIMITS_BEFORE_PURGE {
             limits.retain(|_, tat| *tat > now_us);
         }
-        let (decision, tat) = gcra(
-            limits.get(key).copied(),
-            now_us,
-            rate_interval_us(limit, period),
-            limit,
-        );
-        if let Some(tat) = tat {
+        let owed = i64::try_from(admitted)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(interval_us);
+        let tat = limits.get(key).map_or(now_us, |&t| t.max(now_us)) + owed;
+        if admitted > 0 {
             limits.insert(key.to_owned(), tat);
         }
-        Ok(decision)
+        Ok(tat - now_us)
     }
 }

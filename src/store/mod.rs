@@ -49,6 +49,9 @@ pub enum StoreError {
     /// Stored data that cannot be decoded; never produced by our own writes.
     #[error("corrupt stored state: {0}")]
     Corrupt(String),
+    /// The write's [`WriteLimit`] is spent; nothing was written.
+    #[error("write limit reached")]
+    RateLimited(RateDecision),
 }
 
 /// A session serialised once per write; the same bytes are stored, published
@@ -110,6 +113,27 @@ pub struct Write<'a> {
     pub events: &'a [AuditEvent],
     /// Published on the session's channel for every instance's sockets.
     pub message: &'a Bytes,
+    /// A limit on the session's writes of this kind (the switch limit),
+    /// checked and counted by the write itself: no extra round trip.
+    pub limit: Option<WriteLimit>,
+}
+
+/// `burst` writes at once, then one per `interval_us`; the state is kept
+/// with the session, so every instance counts against the same limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteLimit {
+    pub interval_us: i64,
+    pub burst: u32,
+}
+
+impl WriteLimit {
+    /// `limit` per `period`; `None` when `limit` is 0 (off).
+    pub fn per(limit: u32, period: std::time::Duration) -> Option<Self> {
+        (limit > 0).then(|| Self {
+            interval_us: rate_interval_us(limit, period),
+            burst: limit,
+        })
+    }
 }
 
 /// What arrives on an instance's update feed.
@@ -311,14 +335,17 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the backend answers; `/ready` reports this.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Counts one request against `key`'s limit of `limit` per `period`
-    /// ([`gcra`]); shared by every instance on the same store.
-    async fn rate_limit(
+    /// Adds `admitted` requests, counted by one instance since it last
+    /// settled, to `key`'s shared limit of one per `interval_us`, and
+    /// returns how far the limit's theoretical arrival time now lies ahead
+    /// of the present (µs; 0 or less: nothing is owed). Each instance's
+    /// client limiter settles this way in the background (see `limiter`).
+    async fn rate_settle(
         &self,
         key: &str,
-        limit: u32,
-        period: std::time::Duration,
-    ) -> Result<RateDecision, StoreError>;
+        admitted: u64,
+        interval_us: i64,
+    ) -> Result<i64, StoreError>;
 }
 
 /// The emission interval of `limit` per `period`, in µs (at least 1).

@@ -38,7 +38,7 @@ use tokio::sync::broadcast;
 
 use super::{
     FeedEvent, OUTBOX_GROUP, OutboxEntry, OutboxStats, RateDecision, Receipt, StateJson, Store,
-    StoreError, Swept, Write, expiry_after, index_needs_repair, rate_interval_us,
+    StoreError, Swept, Write, expiry_after, index_needs_repair,
 };
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
@@ -97,7 +97,7 @@ struct Scripts {
     claim: Script,
     reindex: Script,
     ack: Script,
-    rate_limit: Script,
+    settle: Script,
 }
 
 impl Scripts {
@@ -108,7 +108,7 @@ impl Scripts {
             claim: Script::from_lua(include_str!("claim.lua")),
             reindex: Script::from_lua(include_str!("reindex.lua")),
             ack: Script::from_lua(include_str!("ack.lua")),
-            rate_limit: Script::from_lua(include_str!("ratelimit.lua")),
+            settle: Script::from_lua(include_str!("settle.lua")),
         }
     }
 
@@ -119,7 +119,7 @@ impl Scripts {
             &self.claim,
             &self.reindex,
             &self.ack,
-            &self.rate_limit,
+            &self.settle,
         ]
     }
 }
@@ -175,7 +175,7 @@ impl RedisStore {
                 // run). The write script recognises its own write replayed
                 // (by its token); a replayed delete finds the session gone,
                 // which counts as deleted. What a replay can cost elsewhere
-                // is small: a rate limit counts a request twice, claimed
+                // is small: a client limit's settle counts its batch twice, claimed
                 // timeouts wait for their lease, read outbox entries wait to
                 // be reclaimed as idle. The command timeout bounds all tries.
                 // More tries would not help a reshard: an ASK to a node the
@@ -287,7 +287,8 @@ impl RedisStore {
         self.layout.bucket(id)
     }
 
-    /// Runs a write-shaped script (`{1}` or `{0, stored version or -1}`).
+    /// Runs a write-shaped script (`{1}`, `{0, stored version or -1}` or
+    /// `{2, retry after µs, reset µs}`).
     async fn run_versioned(
         &self,
         script: &Script,
@@ -297,11 +298,18 @@ impl RedisStore {
         let reply: Vec<i64> = run_script(&self.pool, script, keys, args)
             .await
             .map_err(unavailable)?;
+        let us = |v: i64| u64::try_from(v).unwrap_or(0);
         match reply.as_slice() {
             [1] => Ok(()),
             [0, actual] => Err(StoreError::Conflict {
                 actual: u64::try_from(*actual).ok(),
             }),
+            [2, retry, reset] => Err(StoreError::RateLimited(RateDecision {
+                allowed: false,
+                remaining: 0,
+                retry_after_us: us(*retry),
+                reset_us: us(*reset),
+            })),
             other => Err(StoreError::Corrupt(format!(
                 "unexpected script reply {other:?}"
             ))),
@@ -338,6 +346,10 @@ impl RedisStore {
             // redirect) from another writer's.
             uuid::Uuid::new_v4().simple().to_string().into(),
         ];
+        match write.limit {
+            Some(limit) => args.extend([limit.interval_us.into(), i64::from(limit.burst).into()]),
+            None => args.extend(["".into(), "".into()]),
+        }
         if self.options.outbox {
             // A snapshot of the state being written travels once, as ARGV[3].
             for event in write.events {
@@ -710,32 +722,21 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn rate_limit(
+    async fn rate_settle(
         &self,
         key: &str,
-        limit: u32,
-        period: Duration,
-    ) -> Result<RateDecision, StoreError> {
-        let args: Vec<Value> = vec![
-            Value::Integer(rate_interval_us(limit, period)),
-            Value::Integer(i64::from(limit)),
-        ];
-        let keys = vec![keys::rate_limit(key)];
-        let reply: Vec<i64> = run_script(&self.pool, &self.scripts.rate_limit, keys, args)
-            .await
-            .map_err(unavailable)?;
-        let us = |v: i64| u64::try_from(v).unwrap_or(0);
-        match reply.as_slice() {
-            [allowed, remaining, retry, reset] => Ok(RateDecision {
-                allowed: *allowed == 1,
-                remaining: us(*remaining),
-                retry_after_us: us(*retry),
-                reset_us: us(*reset),
-            }),
-            other => Err(StoreError::Corrupt(format!(
-                "unexpected rate-limit reply {other:?}"
-            ))),
-        }
+        admitted: u64,
+        interval_us: i64,
+    ) -> Result<i64, StoreError> {
+        let args: Vec<Value> = vec![Value::Integer(interval_us), num(admitted)];
+        run_script(
+            &self.pool,
+            &self.scripts.settle,
+            vec![keys::rate_limit(key)],
+            args,
+        )
+        .await
+        .map_err(unavailable)
     }
 }
 

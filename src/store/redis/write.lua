@@ -8,11 +8,15 @@
 -- ARGV[5] session id           ARGV[6] deadline in epoch ms, '' for none
 -- ARGV[7] message to publish
 -- ARGV[8] this write's token (unique per call, kept as field `w`)
--- ARGV[9..] audit events, two arguments each: the event (JSON) and '1' if its
+-- ARGV[9] the write limit's emission interval in µs ('' = no limit)
+-- ARGV[10] the write limit's burst; its state is the hash's field `r`, the
+--   GCRA theoretical arrival time (µs, on Redis's clock, like `store::gcra`)
+-- ARGV[11..] audit events, two arguments each: the event (JSON) and '1' if its
 --   snapshot is the state ARGV[3] (sent once, stored as the entry's `s` field)
 --   or '' if it has none of its own; one stream entry per event
 --
--- Returns {1} on success, {0, stored version or -1 if absent} on a conflict.
+-- Returns {1} on success, {0, stored version or -1 if absent} on a conflict,
+-- {2, retry after µs, reset µs} when the write limit is spent.
 -- Every check happens before the first write, so a refusal changes nothing.
 -- Idempotent: the same call again (a retry after a lost reply, a dropped
 -- connection or a Cluster redirect) finds its own token stored at the new
@@ -34,7 +38,26 @@ if not current then
   return {0, stored and tonumber(stored) or -1}
 end
 
+local limited_tat
+if ARGV[9] ~= '' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local interval = tonumber(ARGV[9])
+  local tat = tonumber(redis.call('HGET', KEYS[1], 'r') or now)
+  if tat < now then
+    tat = now
+  end
+  limited_tat = tat + interval
+  local allow_at = limited_tat - interval * tonumber(ARGV[10])
+  if now < allow_at then
+    return {2, allow_at - now, tat - now}
+  end
+end
+
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3], 'w', ARGV[8])
+if limited_tat then
+  redis.call('HSET', KEYS[1], 'r', string.format('%d', limited_tat))
+end
 if ARGV[4] ~= '' then
   redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
@@ -49,7 +72,7 @@ else
     redis.call('SPUBLISH', KEYS[5], ARGV[6])
   end
 end
-for i = 9, #ARGV, 2 do
+for i = 11, #ARGV, 2 do
   if ARGV[i + 1] == '1' then
     redis.call('XADD', KEYS[3], '*', 'e', ARGV[i], 's', ARGV[3])
   else

@@ -1,0 +1,297 @@
+//! The client rate limit (`RATE_LIMIT_GENERAL`), decided on the instance
+//! with no store call on the request path, and kept common to every
+//! instance by settling with the store in the background.
+//!
+//! Each instance keeps, per client key, its view of the shared limit (the
+//! GCRA theoretical arrival time, [`crate::store::gcra`]) and decides every
+//! request on that view. What it admitted is added to the shared count in
+//! the store every [`SETTLE_EVERY`], and the answer (everyone's
+//! admissions) becomes its new view. An instance that admitted its
+//! allowance of `L = ⌈limit / 16⌉` requests for one key since it last
+//! settled settles that key before it admits more, and while that settle
+//! is under way admits at most `L` more: a store call on the request path,
+//! for a client bursting near its limit only.
+//!
+//! **Tolerance.** So at any moment each instance holds at most `2L`
+//! admissions that the shared count does not have yet, and decides on a
+//! view that lacks at most the others'. With `N` instances a client gets
+//! at most `N × 2L` (about `N × limit / 8`) more than one exact limiter
+//! would allow: 150 per instance for the default 1,200/min. The shared
+//! count records those too, so the client then owes them: every instance
+//! refuses it until they are paid back, and over a period the rate holds.
+//! With one instance the limit is exact.
+//!
+//! While the store is unreachable each instance limits on its own view
+//! (a client gets at most `N` times its limit) and settles when it is back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::deadline;
+use crate::store::{RateDecision, Store, StoreError, gcra, rate_interval_us};
+
+/// How often each instance settles what it admitted.
+pub const SETTLE_EVERY: Duration = Duration::from_millis(50);
+/// The allowance `L` is the limit divided by this (rounded up).
+const ALLOWANCE_DIVISOR: u32 = 16;
+/// After a failed settle, how long the request path decides locally
+/// without trying the store again (the background keeps trying).
+const STORE_DOWN_BACKOFF: Duration = Duration::from_secs(1);
+
+/// One instance's side of the client limit of `limit` requests per period.
+pub struct ClientLimiter {
+    store: Arc<dyn Store>,
+    limit: u32,
+    interval_us: i64,
+    /// `L`: requests admitted for one key before it must be settled.
+    allowance: u64,
+    /// Origin of the µs timestamps below (monotonic: wall-clock jumps do
+    /// not refill a limit).
+    epoch: Instant,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    keys: HashMap<String, Entry>,
+    /// Until when the store counts as unreachable (µs since `epoch`).
+    down_until: i64,
+}
+
+/// One client key as this instance sees it.
+struct Entry {
+    /// The shared theoretical arrival time as of the last settle, plus
+    /// what this instance admitted since (µs since `epoch`).
+    tat: i64,
+    /// Admitted here and not yet added to the shared count.
+    unsettled: u64,
+    /// A settle of this key is under way; requests that must wait for it
+    /// wait on `settled`.
+    settling: bool,
+    settled: Arc<Notify>,
+}
+
+impl ClientLimiter {
+    /// `limit` requests per `period` per client key (`limit` > 0).
+    pub fn new(store: Arc<dyn Store>, limit: u32, period: Duration) -> Self {
+        Self {
+            store,
+            limit,
+            interval_us: rate_interval_us(limit, period),
+            allowance: u64::from(limit.div_ceil(ALLOWANCE_DIVISOR).max(1)),
+            epoch: Instant::now(),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The configured limit, for `RateLimit-Limit`.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// Counts one request of `key` if the limit allows it. No store call
+    /// unless this instance has spent its allowance for the key: then the
+    /// request waits (within its store budget) for that key's settle.
+    pub async fn check(self: &Arc<Self>, key: &str) -> RateDecision {
+        let mut out_of_time = false;
+        loop {
+            let settled = {
+                let mut state = self.lock();
+                let now = self.now_us();
+                let store_up = now >= state.down_until;
+                let entry = match state.keys.get_mut(key) {
+                    Some(entry) => entry,
+                    None => state.keys.entry(key.to_owned()).or_insert_with(|| Entry {
+                        tat: now,
+                        unsettled: 0,
+                        settling: false,
+                        settled: Arc::new(Notify::new()),
+                    }),
+                };
+                // A request whose store budget ran out waiting is decided
+                // on what is known (the store is not answering anyway).
+                if entry.unsettled < self.allowance || !store_up || out_of_time {
+                    return self.admit(entry, now);
+                }
+                // Registered before the lock is released, so the settle's
+                // notification cannot slip past.
+                let settled = entry.settled.clone().notified_owned();
+                if !entry.settling {
+                    entry.settling = true;
+                    let admitted = std::mem::take(&mut entry.unsettled);
+                    metrics::counter!("synckairos_rate_limit_settles_total", "trigger" => "allowance")
+                        .increment(1);
+                    // Its own task: a request that goes away mid-settle
+                    // must not leave the key marked as settling.
+                    tokio::spawn(self.clone().settle(key.to_owned(), admitted));
+                }
+                settled
+            };
+            out_of_time = deadline::bounded(async {
+                settled.await;
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .is_err();
+        }
+    }
+
+    /// Settles every key with unsettled requests every [`SETTLE_EVERY`] and
+    /// forgets keys whose limit is full again, until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(SETTLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.settle_round().await,
+                () = shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    /// One round of [`ClientLimiter::run`].
+    async fn settle_round(self: &Arc<Self>) {
+        let batch: Vec<(String, u64)> = {
+            let mut state = self.lock();
+            let now = self.now_us();
+            state
+                .keys
+                .retain(|_, e| e.settling || e.unsettled > 0 || e.tat > now);
+            state
+                .keys
+                .iter_mut()
+                .filter(|(_, e)| e.unsettled > 0 && !e.settling)
+                .map(|(key, e)| {
+                    e.settling = true;
+                    (key.clone(), std::mem::take(&mut e.unsettled))
+                })
+                .collect()
+        };
+        if batch.is_empty() {
+            return;
+        }
+        metrics::counter!("synckairos_rate_limit_settles_total", "trigger" => "interval")
+            .increment(batch.len() as u64);
+        join_all(
+            batch
+                .into_iter()
+                .map(|(key, admitted)| self.clone().settle(key, admitted)),
+        )
+        .await;
+    }
+
+    /// Adds `admitted` to the shared count of `key` and takes the answer as
+    /// the new view; on failure keeps them to add later.
+    async fn settle(self: Arc<Self>, key: String, admitted: u64) {
+        let settled = self
+            .store
+            .rate_settle(&key, admitted, self.interval_us)
+            .await;
+        let mut state = self.lock();
+        let now = self.now_us();
+        if settled.is_err() {
+            let backoff = i64::try_from(STORE_DOWN_BACKOFF.as_micros()).unwrap_or(i64::MAX);
+            state.down_until = now.saturating_add(backoff);
+        }
+        let Some(entry) = state.keys.get_mut(&key) else {
+            return;
+        };
+        match settled {
+            // What was admitted here while the settle was under way is
+            // not in the answer yet.
+            Ok(ahead) => {
+                let since = i64::try_from(entry.unsettled).unwrap_or(i64::MAX);
+                entry.tat = now
+                    .saturating_add(ahead.max(0))
+                    .saturating_add(since.saturating_mul(self.interval_us));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "client limit not settled; deciding locally");
+                entry.unsettled += admitted;
+            }
+        }
+        entry.settling = false;
+        entry.settled.notify_waiters();
+    }
+
+    /// Decides one request on this instance's view.
+    fn admit(&self, entry: &mut Entry, now: i64) -> RateDecision {
+        let (decision, tat) = gcra(Some(entry.tat), now, self.interval_us, self.limit);
+        if let Some(tat) = tat {
+            entry.tat = tat;
+            entry.unsettled += 1;
+        }
+        decision
+    }
+
+    fn now_us(&self) -> i64 {
+        i64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(i64::MAX)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update leaves the map consistent; poisoning is ignored.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::store::memory::MemoryStore;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    async fn allowed(limiter: &Arc<ClientLimiter>, key: &str, n: usize) -> usize {
+        let mut allowed = 0;
+        for _ in 0..n {
+            allowed += usize::from(limiter.check(key).await.allowed);
+        }
+        allowed
+    }
+
+    #[tokio::test]
+    async fn one_instance_is_exact() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Clock::System, 60));
+        // 16 a minute: an allowance of 1 between settles.
+        let limiter = Arc::new(ClientLimiter::new(store, 16, MINUTE));
+        assert_eq!(allowed(&limiter, "ip:a", 40).await, 16);
+        let refused = limiter.check("ip:a").await;
+        assert!(!refused.allowed);
+        // One request per 3.75 s refills; the whole burst back in a minute.
+        assert!(refused.retry_after_us > 3_000_000, "{refused:?}");
+        assert_eq!(allowed(&limiter, "ip:b", 1).await, 1);
+    }
+
+    #[tokio::test]
+    async fn instances_sharing_a_store_stay_within_the_tolerance() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Clock::System, 60));
+        let instances: Vec<_> = (0..3)
+            .map(|_| Arc::new(ClientLimiter::new(store.clone(), 16, MINUTE)))
+            .collect();
+        // A client spreads its requests over every instance.
+        let mut admitted = 0;
+        for i in 0..150 {
+            admitted += usize::from(instances[i % 3].check("sub:x").await.allowed);
+        }
+        let tolerance = 3 * 2; // N × 2L
+        assert!(
+            (16..=16 + tolerance).contains(&admitted),
+            "{admitted} admitted"
+        );
+        // What they admitted together is owed: once each has settled,
+        // every instance refuses.
+        for limiter in &instances {
+            limiter.settle_round().await;
+        }
+        for limiter in &instances {
+            assert!(!limiter.check("sub:x").await.allowed);
+        }
+    }
+}
