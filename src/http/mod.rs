@@ -9,6 +9,8 @@
 //! - [`demo`]: the browser demo at `/demo`.
 //! - [`extract`]: extractors that turn framework rejections into the envelope.
 //! - [`error`]: [`ApiError`], the one mapping to `{ "error": … }`.
+//! - [`keepalive`]: early answers that leave the body unread keep the
+//!   connection, or say `Connection: close`.
 //!
 //! Routes are registered through [`RouteTable`], which remembers them, so a
 //! test can check that the OpenAPI document lists exactly the routes served.
@@ -19,6 +21,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod keepalive;
 pub mod listener;
 pub mod ratelimit;
 pub mod request_id;
@@ -129,6 +132,7 @@ pub fn metrics_router() -> Router {
     Router::new()
         .route("/metrics", axum::routing::get(health::metrics))
         .fallback(not_found)
+        .layer(middleware::from_fn(keepalive::unread_body))
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -172,10 +176,13 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(middleware::from_fn(request_id::sanitize))
         .with_state(state);
-    match cors(config) {
+    let router = match cors(config) {
         Some(layer) => router.layer(layer),
         None => router,
-    }
+    };
+    // Outermost, so every answer (a rate limit's, a panic's, a CORS
+    // preflight's) leaves the connection usable or says it closes.
+    router.layer(middleware::from_fn(keepalive::unread_body))
 }
 
 /// One span per request at info level: method, path (never the query) and
