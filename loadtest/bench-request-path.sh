@@ -63,7 +63,7 @@ limit_env() {
 start_instance() { # binary, limits
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
     env -i PATH="$PATH" $(limit_env "$2") REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
-        HOST=127.0.0.1 PORT="$PORT" RUST_LOG=warn "$1" &
+        HOST=127.0.0.1 PORT="$PORT" RUST_LOG=warn "$1" >>"$dir/instance.log" 2>&1 &
     server_pid=$!
     until curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null; do sleep 0.05; done
 }

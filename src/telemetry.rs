@@ -112,7 +112,7 @@ fn describe() {
             "synckairos_redis_errors_total",
             "failed Redis calls",
             "kind",
-            &["timeout", "error"],
+            &["timeout", "deadline", "error"],
         ),
         (
             "synckairos_redis_connection_restarts_total",
@@ -125,6 +125,12 @@ fn describe() {
             "requests refused by a rate limit",
             "scope",
             &["client", "switch"],
+        ),
+        (
+            "synckairos_rate_limit_settles_total",
+            "client-limit keys settled with the store",
+            "trigger",
+            &["interval", "allowance"],
         ),
         (
             "synckairos_audit_events_written_total",

@@ -3,12 +3,10 @@
 //! an oversized body. Handlers only ever see parsed values.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
-use axum::response::Response;
 use serde_json::Value;
 
 use super::AppState;
@@ -43,14 +41,14 @@ pub struct Authenticated(pub Result<Caller, AuthError>);
 
 /// Verifies the request's token once: from `Authorization: Bearer`, or on
 /// the WebSocket upgrade also from `?token=` (browsers cannot set headers
-/// there). Refusing is left to the routes that need a caller.
-pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+/// there), and leaves the verdict in the request for the rate limiter and
+/// the handler. Refusing is left to the routes that need a caller.
+pub fn authenticate(app: &AppState, req: &mut Request) {
     let query_token = (req.uri().path() == "/ws")
         .then(|| query_param(req.uri().query(), "token"))
         .flatten();
     let verdict = app.auth.caller(bearer(req.headers()).or(query_token));
     req.extensions_mut().insert(Authenticated(verdict));
-    next.run(req).await
 }
 
 /// The caller of a request: 401 before the handler runs when auth is on

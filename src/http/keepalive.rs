@@ -6,13 +6,13 @@
 //! the headers and the body in separate writes (Python's `http.client`, …)
 //! hit this all the time.
 //!
-//! [`unread_body`] wraps every request body in a [`Tracked`] body that, when
+//! [`guard`] wraps every request body in a [`Tracked`] body that, when
 //! dropped before its end, hands the remainder back instead of letting
 //! hyper see it dropped. After the answer, a small remainder is read and
 //! thrown away and the connection kept; anything else gets
 //! `Connection: close`, so the client knows to reconnect.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -49,15 +49,24 @@ enum Leftover {
 }
 
 /// Where a dropped [`Tracked`] body leaves its [`Leftover`] for
-/// [`unread_body`]; shared because the body moves into the request.
+/// [`guard`]; shared because the body moves into the request.
 type Slot = Arc<Mutex<Option<Leftover>>>;
 
-/// Makes every answer safe for keep-alive: drains a small unread body, or
-/// says `Connection: close`. Requests without a body pass untouched, with
-/// no allocation.
+/// [`guard`] as a middleware of its own (the metrics port's router).
 pub async fn unread_body(req: Request, next: Next) -> Response {
+    guard(req, |req| next.run(req)).await
+}
+
+/// Answers `req` with `inner` and makes the answer safe for keep-alive:
+/// drains a small unread body, or says `Connection: close`. Requests
+/// without a body pass untouched, with no allocation.
+pub async fn guard<F, Fut>(req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     if req.body().is_end_stream() {
-        return next.run(req).await;
+        return inner(req).await;
     }
     // Draining would make hyper send `100 Continue` and invite the body
     // the client held back; closing is the honest answer there.
@@ -72,7 +81,7 @@ pub async fn unread_body(req: Request, next: Next) -> Response {
             failed: false,
         })
     });
-    let mut response = next.run(req).await;
+    let mut response = inner(req).await;
     let leftover = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
     // An upgrade hands the connection over; its headers are not ours.
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -9,8 +9,9 @@
 //! - [`demo`]: the browser demo at `/demo`.
 //! - [`extract`]: extractors that turn framework rejections into the envelope.
 //! - [`error`]: [`ApiError`], the one mapping to `{ "error": … }`.
-//! - [`keepalive`]: early answers that leave the body unread keep the
-//!   connection, or say `Connection: close`.
+//! - [`pipeline`]: what every request goes through before its route, in
+//!   one middleware: [`keepalive`], [`request_id`], metrics, auth,
+//!   [`ratelimit`], time and size limits.
 //!
 //! Routes are registered through [`RouteTable`], which remembers them, so a
 //! test can check that the OpenAPI document lists exactly the routes served.
@@ -23,6 +24,7 @@ pub mod extract;
 pub mod health;
 pub mod keepalive;
 pub mod listener;
+pub mod pipeline;
 pub mod ratelimit;
 pub mod request_id;
 pub mod sessions;
@@ -30,20 +32,17 @@ pub mod ws;
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::handler::Handler;
-use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderValue, Method};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, on};
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any as AnyOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::audit::postgres::AuditDb;
 use crate::auth::Auth;
@@ -66,6 +65,8 @@ pub struct AppState {
     /// Token verification (and minting, with a shared secret).
     pub auth: Arc<Auth>,
     pub limits: ratelimit::RateLimits,
+    /// `MAX_BODY_BYTES`: a larger declared body is a 413 before it is read.
+    pub max_body: usize,
 }
 
 /// A router that records the `(method, path)` of every route it is given.
@@ -148,52 +149,26 @@ pub fn routes() -> Vec<(Method, &'static str)> {
     route_table().routes
 }
 
-/// Builds the application router with its middleware.
+/// Builds the application router with its middleware: CORS, then
+/// [`pipeline::every_request`], then the panic guard and the body limit,
+/// applied as one stack (each `Router::layer` call would box the routes
+/// again, and every request would clone each box).
 pub fn router(state: AppState, config: &Config) -> Router {
     let max_body = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
-    let router = route_table()
+    let middleware = ServiceBuilder::new()
+        .option_layer(cors(config))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            pipeline::every_request,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(DefaultBodyLimit::max(max_body));
+    route_table()
         .router
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(max_body, reject_oversized))
-        .layer(middleware::from_fn(time_limit))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            ratelimit::limit,
-        ))
-        // Outside the rate limiter, which counts a token's subject.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            extract::authenticate,
-        ))
-        .layer(middleware::from_fn(record_metrics))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(CatchPanicLayer::custom(panic_response))
-        // Outermost, so even a panic's response carries the id.
-        .layer(middleware::from_fn(request_id::scope))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(middleware::from_fn(request_id::sanitize))
-        .with_state(state);
-    let router = match cors(config) {
-        Some(layer) => router.layer(layer),
-        None => router,
-    };
-    // Outermost, so every answer (a rate limit's, a panic's, a CORS
-    // preflight's) leaves the connection usable or says it closes.
-    router.layer(middleware::from_fn(keepalive::unread_body))
-}
-
-/// One span per request at info level: method, path (never the query) and
-/// request id; no payloads.
-fn request_span(req: &Request) -> tracing::Span {
-    let id = req
-        .headers()
-        .get(request_id::HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        .layer(middleware)
+        .with_state(state)
 }
 
 /// A handler panic becomes a 500 in the envelope instead of a dropped connection.
@@ -224,62 +199,4 @@ fn cors(config: &Config) -> Option<CorsLayer> {
             .allow_methods([Method::GET, Method::POST, Method::DELETE])
             .allow_headers(AnyOrigin),
     )
-}
-
-/// Longest a request may take, body upload included; a client that trickles
-/// its body cannot hold a connection (or a shutdown) open for longer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Any route, body read or not: a declared body over the limit is a 413
-/// before a byte of it is read.
-async fn reject_oversized(State(max): State<usize>, req: Request, next: Next) -> Response {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(n) if n > max as u64 => ApiError::PayloadTooLarge.into_response(),
-        _ => next.run(req).await,
-    }
-}
-
-/// Bounds every request by [`REQUEST_TIMEOUT`].
-async fn time_limit(req: Request, next: Next) -> Response {
-    tokio::time::timeout(REQUEST_TIMEOUT, next.run(req))
-        .await
-        .unwrap_or_else(|_| ApiError::RequestTimeout.into_response())
-}
-
-/// Request duration by route template and status, and requests in flight.
-async fn record_metrics(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    // Labels come from a fixed set, so clients cannot create time series.
-    let method = match *req.method() {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::DELETE => "DELETE",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    };
-    let in_flight = metrics::gauge!("synckairos_http_requests_in_flight");
-    in_flight.increment(1.0);
-    let started = Instant::now();
-    let response = next.run(req).await;
-    in_flight.decrement(1.0);
-    metrics::histogram!(
-        "synckairos_http_request_duration_seconds",
-        "method" => method,
-        "route" => route,
-        "status" => response.status().as_u16().to_string(),
-    )
-    .record(started.elapsed().as_secs_f64());
-    response
 }

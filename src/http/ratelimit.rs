@@ -14,9 +14,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use std::future::Future;
+
+use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -37,20 +38,21 @@ pub struct RateLimits {
     pub store_budget: Duration,
 }
 
-/// Checks the client limit; a refusal is a 429 with `Retry-After`, and
-/// every limited response carries `RateLimit-*`.
-pub async fn limit(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str);
+/// Answers `req` with `inner` within the request's store budget, if the
+/// client limit allows it; a refusal is a 429 with `Retry-After`, and every
+/// limited response carries `RateLimit-*`. `route` is the matched template.
+pub async fn limit<F, Fut>(app: &AppState, route: Option<&str>, req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     if !route.is_some_and(|r| r.starts_with("/v1/sessions") || r == "/ws") {
-        return next.run(req).await;
+        return inner(req).await;
     }
     let limits = &app.limits;
     deadline::scope(limits.store_budget, async {
         let Some(limiter) = &limits.client else {
-            return next.run(req).await;
+            return inner(req).await;
         };
         let decision = limiter.check(&client_key(&req, limits.trust_proxy)).await;
         if !decision.allowed {
@@ -61,7 +63,7 @@ pub async fn limit(State(app): State<AppState>, req: Request, next: Next) -> Res
             }
             .into_response();
         }
-        let mut response = next.run(req).await;
+        let mut response = inner(req).await;
         // A refused switch reports the switch limit instead.
         if !response.headers().contains_key("ratelimit-limit") {
             rate_limit_headers(response.headers_mut(), limiter.limit(), &decision);

@@ -1,14 +1,14 @@
 //! Request ids: every response carries `x-request-id` (the client's own if it
 //! sent a sane one, else a fresh UUID), the request's log span records it, and
 //! error bodies repeat it, so a client's bug report points at our log lines.
+//! [`assign`] and [`scope`] are called by the request pipeline (`pipeline`).
+
+use std::future::Future;
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
-use tower_http::request_id::RequestId;
 
-/// The header, as tower-http's `x_request_id` layers use it.
+/// The header clients may send and every response carries.
 pub const HEADER: &str = "x-request-id";
 
 /// Longest client-supplied id we keep; longer ones are replaced.
@@ -16,34 +16,34 @@ const MAX_LEN: usize = 128;
 
 tokio::task_local! {
     /// The id of the request being handled, for [`current`].
-    static CURRENT: String;
+    static CURRENT: HeaderValue;
 }
 
 /// The id of the request this task is handling, if any (error bodies use it).
 pub fn current() -> Option<String> {
-    CURRENT.try_with(Clone::clone).ok()
+    CURRENT
+        .try_with(|id| id.to_str().ok().map(str::to_owned))
+        .ok()
+        .flatten()
 }
 
-/// Drops a client-supplied id that is too long or not plain ASCII, so the
-/// layer after it generates one instead of echoing garbage into our logs.
-pub async fn sanitize(mut req: Request, next: Next) -> Response {
-    let sane = req.headers().get(HEADER).is_none_or(is_sane);
-    if !sane {
-        req.headers_mut().remove(HEADER);
+/// The request's id: the client's own if it is short plain ASCII, else a
+/// fresh UUID (written into the request too, so the log span shows it).
+/// Garbage a client sends is never echoed into our logs.
+pub fn assign(req: &mut Request) -> HeaderValue {
+    if let Some(id) = req.headers().get(HEADER).filter(|v| is_sane(v)) {
+        return id.clone();
     }
-    next.run(req).await
+    let fresh = uuid::Uuid::new_v4().hyphenated().to_string();
+    // A hyphenated UUID is always a valid header value.
+    let id = HeaderValue::from_str(&fresh).unwrap_or(HeaderValue::from_static("-"));
+    req.headers_mut().insert(HEADER, id.clone());
+    id
 }
 
-/// Makes the id (set by tower-http's `SetRequestIdLayer`) visible to
-/// [`current`] while the request is handled.
-pub async fn scope(req: Request, next: Next) -> Response {
-    let id = req
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    CURRENT.scope(id, next.run(req)).await
+/// Runs `request` with `id` visible to [`current`].
+pub async fn scope<F: Future>(id: HeaderValue, request: F) -> F::Output {
+    CURRENT.scope(id, request).await
 }
 
 fn is_sane(value: &HeaderValue) -> bool {
