@@ -514,16 +514,27 @@ async fn an_idle_instance_polls_at_the_fallback_rate_not_continuously() {
     let marker = format!("marker-{}", uuid());
     redis.cli(&["echo", &marker]);
     let elapsed_ms = started.elapsed().as_millis() as usize;
-    let reads = monitor
-        .lines_until(&marker)
+    let lines = monitor.lines_until(&marker);
+    let reads = lines
         .iter()
-        .filter(|l| l.to_lowercase().contains("\"zrange\"") && !l.contains("lua]"))
+        .filter(|l| l.to_lowercase().contains("\"zrange\""))
         .count();
     // One read per bucket per poll, a poll every 100 ms at most (the
     // MIN_GAP-bounded fast path needs something due or hinted). Polling every
     // 10 ms would make about 1,600.
     let polls = reads / 16;
     assert!(polls >= 1, "the fallback poll runs ({reads} reads)");
+    // All of a poll's reads are one command (one script call).
+    let sha = redis.cli(&[
+        "script",
+        "load",
+        include_str!("../src/store/redis/earliest.lua"),
+    ]);
+    let calls = lines
+        .iter()
+        .filter(|l| l.contains(sha.trim()) && !l.contains("lua]"))
+        .count();
+    assert_eq!(calls, polls, "{calls} calls for {reads} reads");
     assert!(
         polls <= elapsed_ms / 100 + 2,
         "{polls} polls in {elapsed_ms} ms"

@@ -98,6 +98,7 @@ struct Scripts {
     reindex: Script,
     ack: Script,
     settle: Script,
+    earliest: Script,
 }
 
 impl Scripts {
@@ -109,10 +110,11 @@ impl Scripts {
             reindex: Script::from_lua(include_str!("reindex.lua")),
             ack: Script::from_lua(include_str!("ack.lua")),
             settle: Script::from_lua(include_str!("settle.lua")),
+            earliest: Script::from_lua(include_str!("earliest.lua")),
         }
     }
 
-    fn all(&self) -> [&Script; 6] {
+    fn all(&self) -> [&Script; 7] {
         [
             &self.write,
             &self.delete,
@@ -120,6 +122,7 @@ impl Scripts {
             &self.reindex,
             &self.ack,
             &self.settle,
+            &self.earliest,
         ]
     }
 }
@@ -457,24 +460,17 @@ impl Store for RedisStore {
         limit: usize,
     ) -> Result<Vec<SessionId>, StoreError> {
         self.wakeups.poll_started(now);
-        // First the earliest entry of every bucket, with plain reads (a
-        // fraction of a script call's cost to Redis); then the claim script
+        // First the earliest entry of every bucket; then the claim script
         // on the buckets that have something due. Concurrent calls on one
         // connection are pipelined by fred: one batch per step.
         let client = &self.pool.next();
-        let firsts = (0..self.options.buckets).map(|b| async move {
-            let first: Vec<String> = client
-                .zrange(self.layout.due(b), 0, 0, None, false, None, true)
-                .await?;
-            Ok::<_, fred::error::Error>((b, first.get(1).and_then(|s| parse_score(s))))
-        });
         let mut next = i64::MAX;
         let mut ready = Vec::new();
-        for first in join_all(firsts).await {
-            match first.map_err(unavailable)? {
-                (b, Some(at)) if at <= now.ms() => ready.push(b),
-                (_, Some(at)) => next = next.min(at),
-                (_, None) => {}
+        for (b, first) in self.earliest(client).await?.into_iter().enumerate() {
+            match first {
+                Some(at) if at <= now.ms() => ready.extend(u16::try_from(b)),
+                Some(at) => next = next.min(at),
+                None => {}
             }
         }
         let lease_end = now.plus(lease_ms).ms();
@@ -757,6 +753,32 @@ impl RedisStore {
         } else {
             Err(unavailable(e))
         }
+    }
+
+    /// The earliest deadline of every bucket, in bucket order. Standalone:
+    /// one script call for all (the scheduler polls at least every 100 ms,
+    /// so this is most of an idle instance's commands); Cluster: a plain
+    /// read per bucket, each in its own slot.
+    async fn earliest(&self, client: &Client) -> Result<Vec<Option<i64>>, StoreError> {
+        let dues = (0..self.options.buckets).map(|b| self.layout.due(b));
+        if !self.options.cluster {
+            let firsts: Vec<String> = self
+                .scripts
+                .earliest
+                .evalsha_with_reload(client, dues.collect::<Vec<_>>(), ())
+                .await
+                .map_err(unavailable)?;
+            return Ok(firsts.iter().map(|s| parse_score(s)).collect());
+        }
+        let firsts = dues.map(|due| async move {
+            let first: Vec<String> = client.zrange(due, 0, 0, None, false, None, true).await?;
+            Ok::<_, fred::error::Error>(first.get(1).and_then(|s| parse_score(s)))
+        });
+        join_all(firsts)
+            .await
+            .into_iter()
+            .map(|first| first.map_err(unavailable))
+            .collect()
     }
 
     /// Runs `reindex.lua`: sets (or removes) `id`'s index entry if the
