@@ -10,8 +10,9 @@
 #   - the instance's CPU per switch, from /proc/<pid>/stat (utime + stime)
 #     around the k6 run, so setup and start-up are not counted;
 #   - with MONITOR=1, a second, shorter run under `redis-cli monitor`: the
-#     Redis commands the instance sent per switch, Lua-internal ones
-#     excluded, background work (timeouts, probes, limit settles) included.
+#     Redis commands the instance sent per switch (Lua-internal ones
+#     excluded), and the rate of its background commands (timeouts, probes,
+#     limit settles) during that run.
 # Configurations alternate within each round, so drift on the shared
 # machine hits both alike. Then, unless OUTAGE=0, it kills Redis under an
 # instance with every limit on and times a GET, a switch and a create.
@@ -84,7 +85,7 @@ run_switches() {
         | awk '/iterations\.*:/ { for (i = 1; i <= NF; i++) if ($i ~ /\/s$/) { sub(/\/s$/, "", $i); print $i } }'
 }
 
-printf '%-8s %-8s %-6s %12s %16s %18s\n' round binary limits switches/s "CPU µs/switch" "Redis cmds/switch"
+printf '%-8s %-8s %-6s %12s %14s %20s %22s\n' round binary limits switches/s "CPU µs/switch" "Redis cmds/switch" "background cmds/s"
 for round in $(seq "$ROUNDS"); do
     for entry in $BINARIES; do
         name=${entry%%=*}
@@ -99,20 +100,32 @@ for round in $(seq "$ROUNDS"); do
             # Setup adds 2 requests per client to the measured CPU: < 0.5 %.
             cpu=$(awk -v t=$((after - before)) -v hz="$ticks" -v n="$SWITCHES" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
             cmds="-"
+            background="-"
             if [ "$MONITOR" = 1 ]; then
                 redis-cli -p "$REDIS_PORT" monitor >"$dir/monitor" &
                 monitor_pid=$!
                 sleep 0.2
                 run_switches 5000 >/dev/null
                 kill "$monitor_pid"; wait "$monitor_pid" 2>/dev/null || true
-                # Lines of commands sent by clients; a script's own calls say "lua]".
-                sent=$(grep -c '^[0-9]' "$dir/monitor" | tr -d ' ')
-                lua=$(grep -c 'lua\]' "$dir/monitor" | tr -d ' ' || true)
-                # Less setup and teardown: per client a create (a script), a
-                # start and a delete (a read and a script each).
-                cmds=$(awk -v s="$sent" -v l="$lua" -v v="$VUS" 'BEGIN { printf "%.2f", (s - l - 5 * v) / 5000 }')
+                # Commands the instance sent (a script's own calls say
+                # "lua]"). On the request path: HGET, and the scripts called
+                # about once per switch or more (the write script; before
+                # issue 21 also the rate-limit script); less setup and
+                # teardown (per client a create, a start and a delete: 4 of
+                # them). The rest is background work (timeouts, probes,
+                # limit settles), reported per second of the window.
+                read -r cmds background < <(python3 - "$dir/monitor" "$VUS" <<'PY'
+import collections, sys
+lines = [l.split() for l in open(sys.argv[1]) if l[:1].isdigit() and "lua]" not in l]
+kinds = collections.Counter(
+    l[3].lower() + (l[4] if l[3].lower() == '"evalsha"' else "") for l in lines if len(l) > 3)
+path = sum(n for k, n in kinds.items() if k == '"hget"' or n >= 2500)
+window = float(lines[-1][0]) - float(lines[0][0])
+print(f"{(path - 4 * int(sys.argv[2])) / 5000:.3f} {(len(lines) - path) / window:.0f}")
+PY
+)
             fi
-            printf '%-8s %-8s %-6s %12s %16s %18s\n' "$round" "$name" "$limits" "$rate" "$cpu" "$cmds"
+            printf '%-8s %-8s %-6s %12s %14s %20s %22s\n' "$round" "$name" "$limits" "$rate" "$cpu" "$cmds" "$background"
             stop_instance
         done
     done
