@@ -15,7 +15,10 @@
 #     limit settles) during that run.
 # Configurations alternate within each round, so drift on the shared
 # machine hits both alike. Then, unless OUTAGE=0, it kills Redis under an
-# instance with every limit on and times a GET, a switch and a create.
+# instance with every limit on and times a GET, a switch and a create; and
+# unless HISTORY=0, it starts PostgreSQL (initdb into the temp dir), stops
+# it under an instance with the audit trail on, and once the drain has
+# failed an insert, times the history endpoint.
 #
 #   loadtest/bench-request-path.sh
 #   ROUNDS=3 SWITCHES=30000 VUS=32 MONITOR=1 loadtest/bench-request-path.sh
@@ -34,6 +37,8 @@ SWITCHES=${SWITCHES:-20000}
 VUS=${VUS:-32}
 MONITOR=${MONITOR:-1}
 OUTAGE=${OUTAGE:-1}
+HISTORY=${HISTORY:-1}
+PG_PORT=${PG_PORT:-5493}
 LIMITS=${LIMITS:-off on}
 REDIS_PORT=${REDIS_PORT:-6393}
 PORT=${PORT:-3093}
@@ -45,11 +50,19 @@ if [ -z "${BINARIES:-}" ]; then
     BINARIES="current=target/release/synckairos"
 fi
 ticks=$(getconf CLK_TCK)
+pg_bin() { command -v "$1" 2>/dev/null || ls /usr/lib/postgresql/*/bin/"$1" 2>/dev/null | sort -V | tail -1; }
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 dir=$(mktemp -d)
 server_pid=""
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >/dev/null &
 redis_pid=$!
-trap 'kill $server_pid $redis_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+cleanup() {
+    kill $server_pid $redis_pid 2>/dev/null
+    wait 2>/dev/null
+    [ -d "$dir/pg" ] && as_pg "$(pg_bin pg_ctl)" stop -D "$dir/pg" -m immediate >/dev/null 2>&1
+    rm -rf "$dir"
+}
+trap cleanup EXIT
 until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
 
 limit_env() {
@@ -61,12 +74,28 @@ limit_env() {
     esac
 }
 
-start_instance() { # binary, limits
+start_instance() { # binary, limits, [more environment]
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
-    env -i PATH="$PATH" $(limit_env "$2") REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+    env -i PATH="$PATH" $(limit_env "$2") ${3:-} REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
         HOST=127.0.0.1 PORT="$PORT" RUST_LOG=warn "$1" >>"$dir/instance.log" 2>&1 &
     server_pid=$!
     until curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null; do sleep 0.05; done
+}
+
+uuid() { python3 -c 'import uuid; print(uuid.uuid4())'; }
+
+# A create body for a two-player session with id $1.
+session_body() {
+    echo '{"session_id":"'"$1"'","sync_mode":"per_participant","total_time_ms":600000,"participants":[{"participant_id":"'"$(uuid)"'","participant_index":0,"total_time_ms":600000},{"participant_id":"'"$(uuid)"'","participant_index":1,"total_time_ms":600000}]}'
+}
+
+# Creates and starts a two-player session; prints its id.
+started_session() {
+    local id; id=$(uuid)
+    curl -sf -o /dev/null -H 'content-type: application/json' -d "$(session_body "$id")" \
+        "http://127.0.0.1:$PORT/v1/sessions"
+    curl -sf -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/sessions/$id/start"
+    echo "$id"
 }
 
 stop_instance() {
@@ -138,18 +167,14 @@ if [ "$OUTAGE" = 1 ]; then
         name=${entry%%=*}
         bin=${entry#*=}
         start_instance "$bin" default
-        id=$(python3 -c 'import uuid; print(uuid.uuid4())')
-        body='{"session_id":"'$id'","sync_mode":"per_participant","total_time_ms":600000,"participants":[{"participant_id":"'$(python3 -c 'import uuid; print(uuid.uuid4())')'","participant_index":0,"total_time_ms":600000},{"participant_id":"'$(python3 -c 'import uuid; print(uuid.uuid4())')'","participant_index":1,"total_time_ms":600000}]}'
-        curl -sf -o /dev/null -H 'content-type: application/json' -d "$body" "http://127.0.0.1:$PORT/v1/sessions"
-        curl -sf -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/sessions/$id/start"
+        id=$(started_session)
         kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
-        new_body=${body//$id/$(python3 -c 'import uuid; print(uuid.uuid4())')}
         for call in "GET /v1/sessions/$id" "POST /v1/sessions/$id/switch" "POST /v1/sessions"; do
             method=${call%% *}
             path=${call#* }
-            data=()
-            [ "$path" = /v1/sessions ] && data=(-H 'content-type: application/json' -d "$new_body")
-            [ "$method" = POST ] && [ ${#data[@]} -eq 0 ] && data=(-d '')
+            data=(-d '')
+            [ "$path" = /v1/sessions ] && data=(-H 'content-type: application/json' -d "$(session_body "$(uuid)")")
+            [ "$method" = GET ] && data=()
             curl -s -o /dev/null -w "$name  %{http_code} after %{time_total} s  $call\n" -X "$method" "${data[@]}" "http://127.0.0.1:$PORT$path"
         done
         stop_instance
@@ -157,4 +182,34 @@ if [ "$OUTAGE" = 1 ]; then
         redis_pid=$!
         until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
     done
+fi
+
+if [ "$HISTORY" = 1 ] && [ -n "$(pg_bin initdb)" ]; then
+    echo
+    echo "=== PostgreSQL stopped under an instance with the audit trail on (DATABASE_TIMEOUT_MS=3000)"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+    as_pg "$(pg_bin initdb)" -D "$dir/pg" -U postgres --auth=trust -E UTF8 >/dev/null
+    pg_start() {
+        as_pg "$(pg_bin pg_ctl)" start -w -D "$dir/pg" -l "$dir/pg.log" \
+            -o "-p $PG_PORT -k $dir -c listen_addresses=127.0.0.1" >/dev/null
+    }
+    pg_start
+    for entry in $BINARIES; do
+        name=${entry%%=*}
+        bin=${entry#*=}
+        start_instance "$bin" default "DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+        id=$(started_session)
+        until [ "$(curl -s "http://127.0.0.1:$PORT/v1/sessions/$id/events" | grep -o session_started)" ]; do sleep 0.1; done
+        as_pg "$(pg_bin pg_ctl)" stop -D "$dir/pg" -m fast >/dev/null
+        curl -sf -o /dev/null -X POST "http://127.0.0.1:$PORT/v1/sessions/$id/switch"
+        # Once the drain has failed to insert that switch's event:
+        until curl -s "http://127.0.0.1:$PORT/metrics" | grep -q '^synckairos_audit_failures_total{stage="insert"} [1-9]'; do sleep 0.1; done
+        for _ in 1 2 3; do
+            curl -s -o /dev/null -w "$name  %{http_code} after %{time_total} s  GET /v1/sessions/{id}/events\n" \
+                "http://127.0.0.1:$PORT/v1/sessions/$id/events"
+        done
+        stop_instance
+        pg_start
+    done
+    as_pg "$(pg_bin pg_ctl)" stop -D "$dir/pg" -m immediate >/dev/null
 fi
