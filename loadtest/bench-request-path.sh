@@ -7,8 +7,8 @@
 # each switching its own session in a closed loop) for a fixed number of
 # switches. Per run it prints:
 #   - switches/s (k6's iteration rate);
-#   - the instance's CPU per switch, from /proc/<pid>/stat (utime + stime)
-#     around the k6 run, so setup and start-up are not counted;
+#   - the instance's and Redis's CPU per switch, from /proc/<pid>/stat
+#     (utime + stime) around the k6 run, so start-up is not counted;
 #   - with MONITOR=1, a second, shorter run under `redis-cli monitor`: the
 #     Redis commands the instance sent per switch (Lua-internal ones
 #     excluded), and the rate of its background commands (timeouts, probes,
@@ -104,7 +104,8 @@ stop_instance() {
     server_pid=""
 }
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$server_pid/stat"; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+per_switch() { awk -v t="$1" -v hz="$ticks" -v n="$SWITCHES" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }'; }
 
 # k6 for $1 switches; prints its iteration rate. The CPU is read around the
 # default function only: setup() signals its end through a marker file.
@@ -114,7 +115,7 @@ run_switches() {
         | awk '/iterations\.*:/ { for (i = 1; i <= NF; i++) if ($i ~ /\/s$/) { sub(/\/s$/, "", $i); print $i } }'
 }
 
-printf '%-8s %-8s %-6s %12s %14s %20s %22s\n' round binary limits switches/s "CPU µs/switch" "Redis cmds/switch" "background cmds/s"
+printf '%-6s %-9s %-7s %11s %15s %17s %18s %18s\n' round binary limits switches/s "CPU µs/switch" "Redis µs/switch" "Redis cmds/switch" "background cmds/s"
 for round in $(seq "$ROUNDS"); do
     for entry in $BINARIES; do
         name=${entry%%=*}
@@ -123,11 +124,14 @@ for round in $(seq "$ROUNDS"); do
             start_instance "$bin" "$limits"
             # Warm-up (connections, allocator), then the measured run.
             run_switches 2000 >/dev/null
-            before=$(cpu_ticks)
+            before=$(cpu_ticks "$server_pid")
+            redis_before=$(cpu_ticks "$redis_pid")
             rate=$(run_switches "$SWITCHES")
-            after=$(cpu_ticks)
-            # Setup adds 2 requests per client to the measured CPU: < 0.5 %.
-            cpu=$(awk -v t=$((after - before)) -v hz="$ticks" -v n="$SWITCHES" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+            after=$(cpu_ticks "$server_pid")
+            redis_after=$(cpu_ticks "$redis_pid")
+            # Setup and teardown add 3 requests per client: < 0.5 %.
+            cpu=$(per_switch $((after - before)))
+            redis_cpu=$(per_switch $((redis_after - redis_before)))
             cmds="-"
             background="-"
             if [ "$MONITOR" = 1 ]; then
@@ -154,7 +158,7 @@ print(f"{(path - 4 * int(sys.argv[2])) / 5000:.3f} {(len(lines) - path) / window
 PY
 )
             fi
-            printf '%-8s %-8s %-6s %12s %14s %20s %22s\n' "$round" "$name" "$limits" "$rate" "$cpu" "$cmds" "$background"
+            printf '%-6s %-9s %-7s %11.0f %15s %17s %18s %18s\n' "$round" "$name" "$limits" "$rate" "$cpu" "$redis_cpu" "$cmds" "$background"
             stop_instance
         done
     done

@@ -63,9 +63,10 @@ pub struct StateJson(Arc<RawValue>);
 impl StateJson {
     /// Serialises `session` (compact JSON).
     pub fn of(session: &Session) -> Self {
-        // Serialising our own plain struct to a string cannot fail.
-        let json = serde_json::to_string(session).unwrap_or_default();
-        let raw = RawValue::from_string(json).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        // Serialising our own plain struct cannot fail; unlike
+        // `RawValue::from_string`, this does not parse the text again.
+        let raw =
+            serde_json::value::to_raw_value(session).unwrap_or_else(|_| RawValue::NULL.to_owned());
         Self(Arc::from(raw))
     }
 
@@ -205,8 +206,9 @@ pub struct RateDecision {
 /// The generic cell rate algorithm (GCRA): `limit` requests per period, one
 /// every `interval_us`, bursts of up to `limit`. The whole state is one
 /// number, the theoretical arrival time `tat` (µs); `None` = never seen.
-/// Returns the decision and, when allowed, the new `tat` to store. The Redis
-/// backend runs the same arithmetic in `ratelimit.lua`.
+/// Returns the decision and, when allowed, the new `tat` to store. Used by
+/// the client limiter on each instance and by the embedded backend's write
+/// limit; `write.lua` runs the same arithmetic for the Redis backend's.
 pub fn gcra(
     tat: Option<i64>,
     now_us: i64,
