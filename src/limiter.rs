@@ -5,8 +5,9 @@
 //! Each instance keeps, per client key, its view of the shared limit (the
 //! GCRA theoretical arrival time, [`crate::store::gcra`]) and decides every
 //! request on that view. What it admitted is added to the shared count in
-//! the store every [`SETTLE_EVERY`], and the answer (everyone's
-//! admissions) becomes its new view. An instance that admitted its
+//! the store every [`SETTLE_EVERY`], for all its clients in one call (one
+//! per bucket on a Cluster), and the answer (everyone's admissions) becomes
+//! its new view. An instance that admitted its
 //! allowance of `L = ⌈limit / 16⌉` requests for one key since it last
 //! settled settles that key before it admits more, and while that settle
 //! is under way admits at most `L` more: a store call on the request path,
@@ -28,7 +29,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -129,7 +129,7 @@ impl ClientLimiter {
                         .increment(1);
                     // Its own task: a request that goes away mid-settle
                     // must not leave the key marked as settling.
-                    tokio::spawn(self.clone().settle(key.to_owned(), admitted));
+                    tokio::spawn(self.clone().settle(vec![(key.to_owned(), admitted)]));
                 }
                 settled
             };
@@ -178,46 +178,39 @@ impl ClientLimiter {
         }
         metrics::counter!("synckairos_rate_limit_settles_total", "trigger" => "interval")
             .increment(batch.len() as u64);
-        join_all(
-            batch
-                .into_iter()
-                .map(|(key, admitted)| self.clone().settle(key, admitted)),
-        )
-        .await;
+        self.clone().settle(batch).await;
     }
 
-    /// Adds `admitted` to the shared count of `key` and takes the answer as
-    /// the new view; on failure keeps them to add later.
-    async fn settle(self: Arc<Self>, key: String, admitted: u64) {
-        let settled = self
-            .store
-            .rate_settle(&key, admitted, self.interval_us)
-            .await;
+    /// Adds each key's admitted requests to its shared count and takes the
+    /// answers as the new views; on failure keeps the counts to add later.
+    async fn settle(self: Arc<Self>, batch: Vec<(String, u64)>) {
+        let settled = self.store.rate_settle(&batch, self.interval_us).await;
         let mut state = self.lock();
         let now = self.now_us();
-        if settled.is_err() {
+        if let Err(e) = &settled {
+            tracing::debug!(error = %e, "client limits not settled; deciding locally");
             let backoff = i64::try_from(STORE_DOWN_BACKOFF.as_micros()).unwrap_or(i64::MAX);
             state.down_until = now.saturating_add(backoff);
         }
-        let Some(entry) = state.keys.get_mut(&key) else {
-            return;
-        };
-        match settled {
-            // What was admitted here while the settle was under way is
-            // not in the answer yet.
-            Ok(ahead) => {
-                let since = i64::try_from(entry.unsettled).unwrap_or(i64::MAX);
-                entry.tat = now
-                    .saturating_add(ahead.max(0))
-                    .saturating_add(since.saturating_mul(self.interval_us));
+        for (i, (key, admitted)) in batch.iter().enumerate() {
+            let Some(entry) = state.keys.get_mut(key) else {
+                continue;
+            };
+            match &settled {
+                // What was admitted here while the settle was under way is
+                // not in the answer yet.
+                Ok(ahead) => {
+                    let ahead = ahead.get(i).copied().unwrap_or(0).max(0);
+                    let since = i64::try_from(entry.unsettled).unwrap_or(i64::MAX);
+                    entry.tat = now
+                        .saturating_add(ahead)
+                        .saturating_add(since.saturating_mul(self.interval_us));
+                }
+                Err(_) => entry.unsettled += admitted,
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "client limit not settled; deciding locally");
-                entry.unsettled += admitted;
-            }
+            entry.settling = false;
+            entry.settled.notify_waiters();
         }
-        entry.settling = false;
-        entry.settled.notify_waiters();
     }
 
     /// Decides one request on this instance's view.

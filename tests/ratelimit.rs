@@ -186,3 +186,54 @@ async fn each_client_has_its_own_budget_and_proxy_headers_count_only_when_truste
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_settle_in_a_few_calls_and_none_on_the_request_path() {
+    let redis = RedisServer::start();
+    let mut config = test_config();
+    config.redis_url = Some(redis.url());
+    config.rate_limit_general = 1_200;
+    config.trust_proxy = true;
+    let app = spawn_with(config, Clock::System, None).await;
+    let path = format!("{}/v1/sessions/{}", app.base, common::uuid());
+
+    let mut monitor = redis.monitor();
+    // A hundred clients, one request each.
+    let clients = 100;
+    let answers = join_all((0..clients).map(|i| {
+        let req = app
+            .client
+            .get(&path)
+            .header("x-forwarded-for", format!("198.51.100.{i}"));
+        async move { req.send().await.unwrap().status() }
+    }))
+    .await;
+    assert!(answers.iter().all(|s| *s == StatusCode::NOT_FOUND));
+    // Once every client's request is settled:
+    let settled = r#"synckairos_rate_limit_settles_total{trigger="interval"}"#;
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while common::metric(&app.get("/metrics").await.text, settled) < f64::from(clients) {
+        assert!(Instant::now() < deadline, "the settles never came");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let marker = format!("marker-{}", common::uuid());
+    redis.cli(&["echo", &marker]);
+    let lines = monitor.lines_until(&marker);
+    let sent = |command: &str| {
+        lines
+            .iter()
+            .filter(|l| !l.contains("lua]") && l.to_lowercase().contains(command))
+            .count()
+    };
+    // Each request read its session (HGET), nothing else; the settles went
+    // out in batches, a few calls for a hundred clients.
+    assert_eq!(sent("\"hget\""), clients as usize);
+    let settles = lines
+        .iter()
+        .filter(|l| !l.contains("lua]") && l.contains(":rl:"))
+        .count();
+    assert!(
+        (1..=clients as usize / 4).contains(&settles),
+        "{settles} settle calls for {clients} clients"
+    );
+}

@@ -460,22 +460,27 @@ impl Store for MemoryStore {
 
     async fn rate_settle(
         &self,
-        key: &str,
-        admitted: u64,
+        batch: &[(String, u64)],
         interval_us: i64,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Vec<i64>, StoreError> {
         let now_us = self.clock.now().ms().saturating_mul(1000);
         let mut limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
         if limits.len() >= LIMITS_BEFORE_PURGE {
             limits.retain(|_, tat| *tat > now_us);
         }
-        let owed = i64::try_from(admitted)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(interval_us);
-        let tat = limits.get(key).map_or(now_us, |&t| t.max(now_us)) + owed;
-        if admitted > 0 {
-            limits.insert(key.to_owned(), tat);
-        }
-        Ok(tat - now_us)
+        let settled = batch
+            .iter()
+            .map(|(key, admitted)| {
+                let owed = i64::try_from(*admitted)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(interval_us);
+                let tat = limits.get(key).map_or(now_us, |&t| t.max(now_us)) + owed;
+                if *admitted > 0 {
+                    limits.insert(key.clone(), tat);
+                }
+                tat - now_us
+            })
+            .collect();
+        Ok(settled)
     }
 }

@@ -337,17 +337,17 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the backend answers; `/ready` reports this.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Adds `admitted` requests, counted by one instance since it last
-    /// settled, to `key`'s shared limit of one per `interval_us`, and
-    /// returns how far the limit's theoretical arrival time now lies ahead
-    /// of the present (µs; 0 or less: nothing is owed). Each instance's
-    /// client limiter settles this way in the background (see `limiter`).
+    /// Adds, for each `(key, admitted)`, the requests one instance
+    /// admitted since it last settled to `key`'s shared limit of one per
+    /// `interval_us`, and returns per key (in order) how far the limit's
+    /// theoretical arrival time now lies ahead of the present (µs; 0 or
+    /// less: nothing is owed). Each instance's client limiter settles this
+    /// way in the background (see `limiter`), many keys per call.
     async fn rate_settle(
         &self,
-        key: &str,
-        admitted: u64,
+        batch: &[(String, u64)],
         interval_us: i64,
-    ) -> Result<i64, StoreError>;
+    ) -> Result<Vec<i64>, StoreError>;
 }
 
 /// The emission interval of `limit` per `period`, in µs (at least 1).

@@ -11,7 +11,7 @@
 //! | `sk:{b}:hint` | shard channel | a deadline set earlier than every entry of the bucket |
 //! | `sk:{b}:probe:<instance>` | shard channel | an instance's probe of its subscription on that slot |
 //! | `sk:meta` | hash | `buckets` and `layout`: the bucket count and key layout this deployment was created with |
-//! | `sk:rl:{h}` | string | a rate limit's GCRA state (`h`: hash of the client or session key); expires when idle |
+//! | `sk:{b}:rl:<h>` | string | a client limit's GCRA state (`h`: hash of the client key, which also picks the bucket); expires when idle |
 
 use std::collections::HashMap;
 
@@ -36,13 +36,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
-}
-
-/// A rate limit's state. The key is hashed (FNV-1a, hex) so any client
-/// string makes a short key, and is its own hash tag: limits spread over a
-/// Cluster's slots.
-pub fn rate_limit(key: &str) -> String {
-    format!("sk:rl:{{{:016x}}}", fnv1a(key.as_bytes()))
 }
 
 /// Names of the key layout, stored in `sk:meta` as `layout`: bump it when
@@ -104,6 +97,16 @@ impl Layout {
     /// Which bucket a session lives in.
     pub fn bucket(&self, id: SessionId) -> u16 {
         bucket(id, self.bucket_count())
+    }
+
+    /// A client limit's state and its bucket. The client key is hashed
+    /// (FNV-1a, hex) so any client string makes a short key; the hash also
+    /// picks the bucket, so the limits of many clients settle in one script
+    /// call per bucket.
+    pub fn rate_limit(&self, key: &str) -> (u16, String) {
+        let h = fnv1a(key.as_bytes());
+        let b = (h % u64::from(self.bucket_count())) as u16;
+        (b, format!("sk:{{{}}}:rl:{h:016x}", self.tag(b)))
     }
 
     /// Bucket `b`'s hash tag (without braces).
