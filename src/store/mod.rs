@@ -338,14 +338,15 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Adds, for each `(key, admitted)`, the requests one instance
-    /// admitted since it last settled to `key`'s shared limit of one per
+    /// admitted since it last settled to the shared limit of the client
+    /// whose key hashes to `key` (`limiter::ClientKey`), one per
     /// `interval_us`, and returns per key (in order) how far the limit's
     /// theoretical arrival time now lies ahead of the present (µs; 0 or
     /// less: nothing is owed). Each instance's client limiter settles this
-    /// way in the background (see `limiter`), many keys per call.
+    /// way in the background, many keys per call.
     async fn rate_settle(
         &self,
-        batch: &[(String, u64)],
+        batch: &[(u64, u64)],
         interval_us: i64,
     ) -> Result<Vec<i64>, StoreError>;
 }

@@ -11,7 +11,7 @@
 //! | `sk:{b}:hint` | shard channel | a deadline set earlier than every entry of the bucket |
 //! | `sk:{b}:probe:<instance>` | shard channel | an instance's probe of its subscription on that slot |
 //! | `sk:meta` | hash | `buckets` and `layout`: the bucket count and key layout this deployment was created with |
-//! | `sk:{b}:rl:<h>` | string | a client limit's GCRA state (`h`: hash of the client key, which also picks the bucket); expires when idle |
+//! | `sk:{b}:rl:<h>` | string | a client limit's GCRA state (`h`: the client key's hash, which also picks the bucket); expires when idle |
 
 use std::collections::HashMap;
 
@@ -99,12 +99,11 @@ impl Layout {
         bucket(id, self.bucket_count())
     }
 
-    /// A client limit's state and its bucket. The client key is hashed
-    /// (FNV-1a, hex) so any client string makes a short key; the hash also
-    /// picks the bucket, so the limits of many clients settle in one script
-    /// call per bucket.
-    pub fn rate_limit(&self, key: &str) -> (u16, String) {
-        let h = fnv1a(key.as_bytes());
+    /// A client limit's state and its bucket, for the client whose key
+    /// hashes to `h` (`limiter::ClientKey`); the hash also picks the
+    /// bucket, so the limits of many clients settle in one script call per
+    /// bucket.
+    pub fn rate_limit(&self, h: u64) -> (u16, String) {
         let b = (h % u64::from(self.bucket_count())) as u16;
         (b, format!("sk:{{{}}}:rl:{h:016x}", self.tag(b)))
     }

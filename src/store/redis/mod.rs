@@ -720,7 +720,7 @@ impl Store for RedisStore {
 
     async fn rate_settle(
         &self,
-        batch: &[(String, u64)],
+        batch: &[(u64, u64)],
         interval_us: i64,
     ) -> Result<Vec<i64>, StoreError> {
         // One script call per bucket (each its own slot); on standalone
@@ -728,7 +728,7 @@ impl Store for RedisStore {
         let mut groups: Vec<(Vec<usize>, Vec<String>, Vec<Value>)> = Vec::new();
         let mut group_of = std::collections::HashMap::new();
         for (i, (key, admitted)) in batch.iter().enumerate() {
-            let (b, name) = self.layout.rate_limit(key);
+            let (b, name) = self.layout.rate_limit(*key);
             let g = *group_of
                 .entry(if self.options.cluster { b } else { 0 })
                 .or_insert_with(|| {

@@ -54,9 +54,10 @@ if ARGV[9] ~= '' then
   end
 end
 
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3], 'w', ARGV[8])
 if limited_tat then
-  redis.call('HSET', KEYS[1], 'r', string.format('%d', limited_tat))
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3], 'w', ARGV[8], 'r', string.format('%d', limited_tat))
+else
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3], 'w', ARGV[8])
 end
 if ARGV[4] ~= '' then
   redis.call('EXPIRE', KEYS[1], ARGV[4])
