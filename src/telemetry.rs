@@ -55,8 +55,8 @@ pub fn metrics() -> &'static PrometheusHandle {
 
 /// Every counter and gauge, with its help text, registered at zero: a series
 /// that exists from the start lets `rate()` and alerts see its first
-/// increment. (Histograms appear with their first sample.) The README's
-/// Metrics table says the same; a test keeps the two in step.
+/// increment. (Histograms appear with their first sample.) The table in
+/// docs/METRICS.md says the same; a test keeps the two in step.
 fn describe() {
     use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
     let counters: &[(&str, &str, &str, &[&str])] = &[

@@ -1,4 +1,4 @@
-//! What an operator watches: every metric the README documents shows up on
+//! What an operator watches: every metric docs/METRICS.md documents shows up on
 //! `/metrics` (main port and `METRICS_PORT`) of a real instance on real Redis
 //! and PostgreSQL, and a short scenario moves the counters it should.
 
@@ -13,11 +13,11 @@ use common::redis::RedisServer;
 use common::ws::WsClient;
 use common::{Rest, metric, participant_ids, session_body};
 
-/// The metric names of the README's Metrics table (labels stripped).
+/// The metric names of docs/METRICS.md's table (labels stripped).
 fn documented() -> BTreeSet<String> {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    readme
+    let table =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/METRICS.md")).unwrap();
+    table
         .lines()
         .filter_map(|l| l.strip_prefix("| `synckairos_"))
         .map(|rest| {
@@ -132,12 +132,12 @@ async fn every_documented_metric_is_exposed_and_a_scenario_moves_them() {
     })
     .await;
 
-    // The README and the page name the same metrics.
+    // docs/METRICS.md and the page name the same metrics.
     let documented = documented();
     let exposed = exposed(&page);
     assert!(
         documented.len() >= 25,
-        "README table parsed: {documented:?}"
+        "docs/METRICS.md table parsed: {documented:?}"
     );
     assert_eq!(
         documented.difference(&exposed).collect::<Vec<_>>(),
