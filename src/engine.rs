@@ -138,7 +138,7 @@ impl Engine {
     }
 
     /// The switch limit's burst, for the `RateLimit-Limit` header.
-    pub fn switch_limit(&self) -> u32 {
+    fn switch_limit(&self) -> u32 {
         self.switch_limit.map_or(0, |l| l.burst)
     }
 

@@ -105,8 +105,8 @@ impl Server {
                     ))
                 }),
                 trust_proxy: config.trust_proxy,
-                store_budget: Duration::from_millis(config.redis_timeout_ms),
             },
+            store_budget: Duration::from_millis(config.redis_timeout_ms),
             max_body: usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
         };
         let drain = audit.map(|db| {

@@ -214,16 +214,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+// The `RateLimit-*` names, parsed at compile time: they go on every limited
+// answer.
+pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` of a limit's decision, and
 /// `Retry-After` when it refused.
 pub fn rate_limit_headers(h: &mut HeaderMap, limit: u32, d: &RateDecision) {
-    // Parsed at compile time: these go on every limited answer.
-    const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-    const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-    const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
-    h.insert(LIMIT, HeaderValue::from(limit));
-    h.insert(REMAINING, HeaderValue::from(d.remaining));
-    h.insert(RESET, HeaderValue::from(seconds(d.reset_us)));
+    h.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));
+    h.insert(RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
+    h.insert(RATELIMIT_RESET, HeaderValue::from(seconds(d.reset_us)));
     if !d.allowed {
         h.insert(RETRY_AFTER, HeaderValue::from(seconds(d.retry_after_us)));
     }

@@ -32,6 +32,7 @@ pub mod ws;
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -67,6 +68,8 @@ pub struct AppState {
     pub limits: ratelimit::RateLimits,
     /// `MAX_BODY_BYTES`: a larger declared body is a 413 before it is read.
     pub max_body: usize,
+    /// `REDIS_TIMEOUT_MS`: what all of one request's store calls may take.
+    pub store_budget: Duration,
 }
 
 /// A router that records the `(method, path)` of every route it is given.

@@ -5,7 +5,9 @@
 //! 2. the request id ([`request_id`]) and the request's log span;
 //! 3. metrics: duration by route and status, requests in flight;
 //! 4. authentication ([`extract::authenticate`]), once per request;
-//! 5. the client rate limit and the request's store budget ([`ratelimit`]);
+//! 5. the request's store budget ([`deadline`]: all its Redis calls
+//!    together answer within `REDIS_TIMEOUT_MS`) and the client rate limit
+//!    ([`ratelimit`]);
 //! 6. the time limit ([`REQUEST_TIMEOUT`], 408) and the declared body size
 //!    (413 before a byte is read);
 //!
@@ -28,6 +30,7 @@ use tracing::Instrument;
 
 use super::error::ApiError;
 use super::{AppState, extract, keepalive, ratelimit, request_id};
+use crate::deadline;
 
 /// Longest a request may take, body upload included; a client that trickles
 /// its body cannot hold a connection (or a shutdown) open for longer.
@@ -43,7 +46,7 @@ pub async fn every_request(State(app): State<AppState>, req: Request, next: Next
         let in_flight = metrics::gauge!("synckairos_http_requests_in_flight");
         in_flight.increment(1.0);
         let started = Instant::now();
-        let answer = async {
+        let answer = deadline::scope(app.store_budget, async {
             extract::authenticate(&app, &mut req);
             let route = route.as_ref().map(MatchedPath::as_str);
             ratelimit::limit(&app, route, req, |req| async {
@@ -60,7 +63,7 @@ pub async fn every_request(State(app): State<AppState>, req: Request, next: Next
                     .unwrap_or_else(|_| ApiError::RequestTimeout.into_response())
             })
             .await
-        };
+        });
         let mut response = request_id::scope(id.clone(), answer)
             .instrument(span.clone())
             .await;

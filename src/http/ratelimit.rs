@@ -5,14 +5,9 @@
 //! (`RATE_LIMIT_SWITCH` per second), checked by the switch's own write (see
 //! `Engine::with_switch_limit`). Operational routes (`/health`, `/ready`,
 //! `/metrics`, `/v1/time`, docs) are exempt.
-//!
-//! The same middleware opens the request's store budget
-//! ([`crate::deadline`]): everything a request asks of the store, together,
-//! answers within `REDIS_TIMEOUT_MS`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use std::future::Future;
 
@@ -21,10 +16,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::error::{ApiError, rate_limit_headers};
+use super::error::{ApiError, RATELIMIT_LIMIT, rate_limit_headers};
 use super::extract::Authenticated;
 use crate::auth::Caller;
-use crate::deadline;
 use crate::limiter::{ClientKey, ClientLimiter};
 
 /// The request-path side of the limits, from the configuration.
@@ -34,13 +28,11 @@ pub struct RateLimits {
     pub client: Option<Arc<ClientLimiter>>,
     /// Whether proxy headers name the client.
     pub trust_proxy: bool,
-    /// `REDIS_TIMEOUT_MS`: one request's store budget.
-    pub store_budget: Duration,
 }
 
-/// Answers `req` with `inner` within the request's store budget, if the
-/// client limit allows it; a refusal is a 429 with `Retry-After`, and every
-/// limited response carries `RateLimit-*`. `route` is the matched template.
+/// Answers `req` with `inner` if the client limit allows it; a refusal is
+/// a 429 with `Retry-After`, and every limited response carries
+/// `RateLimit-*`. `route` is the matched template.
 pub async fn limit<F, Fut>(app: &AppState, route: Option<&str>, req: Request, inner: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
@@ -50,27 +42,24 @@ where
         return inner(req).await;
     }
     let limits = &app.limits;
-    deadline::scope(limits.store_budget, async {
-        let Some(limiter) = &limits.client else {
-            return inner(req).await;
-        };
-        let decision = limiter.check(client_key(&req, limits.trust_proxy)).await;
-        if !decision.allowed {
-            metrics::counter!("synckairos_rate_limited_total", "scope" => "client").increment(1);
-            return ApiError::RateLimited {
-                limit: limiter.limit(),
-                decision,
-            }
-            .into_response();
+    let Some(limiter) = &limits.client else {
+        return inner(req).await;
+    };
+    let decision = limiter.check(client_key(&req, limits.trust_proxy)).await;
+    if !decision.allowed {
+        metrics::counter!("synckairos_rate_limited_total", "scope" => "client").increment(1);
+        return ApiError::RateLimited {
+            limit: limiter.limit(),
+            decision,
         }
-        let mut response = inner(req).await;
-        // A refused switch reports the switch limit instead.
-        if !response.headers().contains_key("ratelimit-limit") {
-            rate_limit_headers(response.headers_mut(), limiter.limit(), &decision);
-        }
-        response
-    })
-    .await
+        .into_response();
+    }
+    let mut response = inner(req).await;
+    // A refused switch reports the switch limit instead.
+    if !response.headers().contains_key(RATELIMIT_LIMIT) {
+        rate_limit_headers(response.headers_mut(), limiter.limit(), &decision);
+    }
+    response
 }
 
 /// Who the general limit counts: a verified token's subject, else the
