@@ -724,25 +724,27 @@ impl Store for RedisStore {
         interval_us: i64,
     ) -> Result<Vec<i64>, StoreError> {
         // One script call per bucket (each its own slot); on standalone
-        // Redis one for the whole batch.
-        let mut groups: Vec<(Vec<usize>, Vec<String>, Vec<Value>)> = Vec::new();
-        let mut group_of = std::collections::HashMap::new();
-        for (i, (key, admitted)) in batch.iter().enumerate() {
-            let (b, name) = self.layout.rate_limit(*key);
-            let g = *group_of
-                .entry(if self.options.cluster { b } else { 0 })
-                .or_insert_with(|| {
-                    groups.push((Vec::new(), Vec::new(), vec![Value::Integer(interval_us)]));
-                    groups.len() - 1
-                });
-            groups[g].0.push(i);
-            groups[g].1.push(name);
-            groups[g].2.push(num(*admitted));
+        // Redis one for the whole batch. Per call: the batch positions, the
+        // keys, and the arguments (the interval, then a count per key).
+        let mut groups =
+            std::collections::BTreeMap::<u16, (Vec<usize>, Vec<String>, Vec<Value>)>::new();
+        for (i, &(key, admitted)) in batch.iter().enumerate() {
+            let (b, name) = self.layout.rate_limit(key);
+            let group = if self.options.cluster { b } else { 0 };
+            let (indices, keys, args) = groups
+                .entry(group)
+                .or_insert_with(|| (Vec::new(), Vec::new(), vec![Value::Integer(interval_us)]));
+            indices.push(i);
+            keys.push(name);
+            args.push(num(admitted));
         }
-        let calls = groups.into_iter().map(|(indices, keys, args)| async move {
-            let ahead: Vec<i64> = run_script(&self.pool, &self.scripts.settle, keys, args).await?;
-            Ok::<_, fred::error::Error>(indices.into_iter().zip(ahead))
-        });
+        let calls = groups
+            .into_values()
+            .map(|(indices, keys, args)| async move {
+                let ahead: Vec<i64> =
+                    run_script(&self.pool, &self.scripts.settle, keys, args).await?;
+                Ok::<_, fred::error::Error>(indices.into_iter().zip(ahead))
+            });
         let mut settled = vec![0; batch.len()];
         for group in join_all(calls).await {
             for (i, ahead) in group.map_err(unavailable)? {
