@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::events::{Event, EventKind};
 use super::ids::{GroupId, ParticipantId, SessionId, Timestamp};
 use super::session::{ActionOnTimeout, Participant, Session, Status, SyncMode, TimeoutKind};
+use super::time_control::{self, TimeControl};
 use super::transition::Transition;
 
 /// Bounds from API.md ("Create body" and "Limits").
@@ -59,6 +60,7 @@ pub struct NewSession {
     pub metadata: Option<Value>,
     pub action_on_timeout: ActionOnTimeout,
     pub auto_advance: bool,
+    pub time_control: Option<TimeControl>,
 }
 
 impl NewSession {
@@ -77,8 +79,7 @@ impl NewSession {
         let time_per_cycle_ms = optional(obj, "time_per_cycle_ms")
             .and_then(|v| int_in(v, "time_per_cycle_ms", MIN_TIME_MS, MAX_TIME_MS, &mut errs));
         let increment_ms = optional(obj, "increment_ms")
-            .and_then(|v| int_in(v, "increment_ms", 0, MAX_INCREMENT_MS, &mut errs))
-            .unwrap_or(0);
+            .and_then(|v| int_in(v, "increment_ms", 0, MAX_INCREMENT_MS, &mut errs));
         let max_time_ms = optional(obj, "max_time_ms")
             .and_then(|v| int_in(v, "max_time_ms", MIN_TIME_MS, MAX_TIME_MS, &mut errs));
         let metadata = optional(obj, "metadata").and_then(|v| metadata(v, &mut errs));
@@ -104,6 +105,31 @@ impl NewSession {
                 "is required when sync_mode is per_cycle",
             ));
         }
+        let time_control = optional(obj, "time_control")
+            .and_then(|v| time_control::parse(v, sync_mode, &mut errs));
+        if let Some(tc) = &time_control {
+            time_control::check_participants(tc, sync_mode, participants.as_deref(), &mut errs);
+        }
+        let increment_ms = match (&time_control, increment_ms) {
+            (Some(TimeControl::Fischer { increment_ms, .. }), None) => *increment_ms,
+            (Some(TimeControl::Fischer { increment_ms, .. }), Some(top))
+                if top != *increment_ms =>
+            {
+                errs.push(FieldError::new(
+                    "increment_ms",
+                    "differs from time_control.increment_ms (give one of them)",
+                ));
+                top
+            }
+            (Some(tc), Some(top)) if top != 0 && !matches!(tc, TimeControl::Fischer { .. }) => {
+                errs.push(FieldError::new(
+                    "increment_ms",
+                    format!("applies to the fischer time control, not {}", tc.name()),
+                ));
+                top
+            }
+            (_, top) => top.unwrap_or(0),
+        };
         if let (Some(a), true) = (&explicit_action, auto_advance)
             && a.kind == TimeoutKind::EndSession
         {
@@ -136,6 +162,7 @@ impl NewSession {
                     metadata,
                     action_on_timeout,
                     auto_advance,
+                    time_control,
                 })
             }
             _ => Err(errs),
@@ -156,6 +183,10 @@ impl NewSession {
                 cycle_count: 0,
                 is_active: false,
                 has_expired: false,
+                overtime: self
+                    .time_control
+                    .as_ref()
+                    .and_then(TimeControl::initial_overtime),
             })
             .collect();
         participants.sort_by_key(|p| p.participant_index);
@@ -181,6 +212,9 @@ impl NewSession {
             auto_advance: self.auto_advance,
             active_group_id: None,
             expired_participant_id: None,
+            extension_ms: matches!(self.time_control, Some(TimeControl::SoftClose { .. }))
+                .then_some(0),
+            time_control: self.time_control,
         };
         Transition {
             session,
@@ -203,7 +237,7 @@ fn required<'a>(
 }
 
 /// A present, non-null field `key` of `obj`, or an error naming its path `field`.
-fn required_at<'a>(
+pub(super) fn required_at<'a>(
     obj: &'a Map<String, Value>,
     key: &str,
     field: &str,
@@ -217,7 +251,7 @@ fn required_at<'a>(
 }
 
 /// An optional field; `null` counts as absent, as in v2.
-fn optional<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(super) fn optional<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 
@@ -231,7 +265,13 @@ fn uuid(v: &Value, field: &str, errs: &mut Vec<FieldError>) -> Option<uuid::Uuid
     }
 }
 
-fn int_in(v: &Value, field: &str, min: i64, max: i64, errs: &mut Vec<FieldError>) -> Option<i64> {
+pub(super) fn int_in(
+    v: &Value,
+    field: &str,
+    min: i64,
+    max: i64,
+    errs: &mut Vec<FieldError>,
+) -> Option<i64> {
     // Integral floats such as 1000.0 are accepted: JavaScript clients cannot tell them apart.
     let n = v.as_i64().or_else(|| {
         v.as_f64()

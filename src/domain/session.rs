@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ids::{GroupId, ParticipantId, SessionId, Timestamp};
+use super::time_control::{Overtime, PLAIN, TimeControl};
 
 /// How a session's clocks run; see API.md "Timing model per sync_mode".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -136,6 +137,9 @@ pub struct Participant {
     pub cycle_count: u64,
     pub is_active: bool,
     pub has_expired: bool,
+    /// Byo-yomi and Canadian overtime as of `cycle_started_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overtime: Option<Overtime>,
 }
 
 /// The whole stored state of a session (the `d` field of `sk:{b}:s:<id>`).
@@ -172,6 +176,12 @@ pub struct Session {
     pub active_group_id: Option<GroupId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired_participant_id: Option<ParticipantId>,
+    /// The game's time control; `None` is the v2 rule (Fischer with `increment_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_control: Option<TimeControl>,
+    /// Soft close: the time added to the session clock so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension_ms: Option<i64>,
 }
 
 impl Session {
@@ -204,6 +214,31 @@ impl Session {
         (0..self.participants.len())
             .filter(|&i| self.participants[i].group_id == Some(group))
             .collect()
+    }
+
+    /// Whether participants draw down banks of their own (the modes time
+    /// controls apply to).
+    pub fn banked(&self) -> bool {
+        matches!(
+            self.sync_mode,
+            SyncMode::PerParticipant | SyncMode::PerGroup
+        )
+    }
+
+    /// The rule a banked clock runs by inside a turn.
+    pub fn control(&self) -> &TimeControl {
+        self.time_control.as_ref().unwrap_or(&PLAIN)
+    }
+
+    /// Whether `cycle_time_used_ms` counts the running turn across pauses:
+    /// `per_cycle`'s fresh cycle and the delays both belong to a turn.
+    pub fn tracks_turn(&self) -> bool {
+        self.sync_mode == SyncMode::PerCycle || self.control().tracks_turn()
+    }
+
+    /// The `global` session clock: its budget plus any soft-close extension.
+    pub fn global_budget(&self) -> i64 {
+        self.total_time_ms + self.extension_ms.unwrap_or(0)
     }
 
     /// The count_up cap: `max_time_ms`, else `total_time_ms`.

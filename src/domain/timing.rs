@@ -1,11 +1,14 @@
 //! Derived time: deadlines and live remaining time, computed from stored
 //! timestamps and banks at a given `now` ("calculate, don't count").
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::Value;
 
 use super::ids::{GroupId, ParticipantId, SessionId, Timestamp};
 use super::session::{ActionOnTimeout, Participant, Session, Status, SyncMode};
+use super::time_control::{Clock, Face, TimeControl};
 
 /// The budget of the running cycle: the time from `cycle_started_at` to the
 /// deadline. `None` when no clock runs (not running, or no active participant).
@@ -16,20 +19,25 @@ pub fn cycle_budget(s: &Session) -> Option<i64> {
     let active = s.active_index()?;
     let p = &s.participants[active];
     let budget = match s.sync_mode {
-        SyncMode::PerParticipant => p.total_time_ms,
-        SyncMode::PerCycle => s.time_per_cycle_ms.unwrap_or(0) - s.cycle_time_used_ms,
-        // The group flags as soon as its first member's bank is empty, so no
+        // The group flags as soon as its first member's clock runs out, so no
         // member's bank can go negative.
-        SyncMode::PerGroup => s
+        SyncMode::PerParticipant | SyncMode::PerGroup => s
             .running_indices()
             .iter()
-            .map(|&i| s.participants[i].total_time_ms)
+            .map(|&i| running_to_flag(s, i))
             .min()
             .unwrap_or(0),
-        SyncMode::Global => s.total_time_ms - global_used(s),
+        SyncMode::PerCycle => s.time_per_cycle_ms.unwrap_or(0) - s.cycle_time_used_ms,
+        SyncMode::Global => s.global_budget() - global_used(s),
         SyncMode::CountUp => s.count_up_cap() - p.time_used_ms,
     };
     Some(budget.max(0))
+}
+
+/// Time from the running cycle's start until running participant `i`'s flag.
+fn running_to_flag(s: &Session, i: usize) -> i64 {
+    s.control()
+        .to_flag(Clock::of(&s.participants[i]), s.cycle_time_used_ms)
 }
 
 /// The instant at which the running cycle times out; `None` unless running.
@@ -53,17 +61,61 @@ fn global_used(s: &Session) -> i64 {
     s.participants.iter().map(|p| p.time_used_ms).sum()
 }
 
-/// Live remaining time of participant `i` at `now`, floored at 0.
-pub fn remaining(s: &Session, i: usize, now: Timestamp) -> i64 {
+/// Time the running cycle has run at `now`, capped at its budget: a read
+/// after the deadline (before the timeout is written) shows the flag fallen.
+fn run_time(s: &Session, now: Timestamp) -> i64 {
+    cycle_budget(s).map_or(0, |b| elapsed(s, now).min(b))
+}
+
+/// Participant `i`'s clock after the running cycle has run `run` ms, with the
+/// time its turn has run: the stored clock run forward while its turn runs;
+/// in hourglass, while the other side's runs, credited with what it spends.
+pub fn live_clock(s: &Session, i: usize, run: i64) -> (Clock, i64) {
     let p = &s.participants[i];
-    // `is_active` marks exactly the participants whose clocks run in the current
-    // cycle (the whole group in per_group); checking it keeps a view O(n).
+    let mut c = Clock::of(p);
+    let tc = s.control();
+    if p.is_active {
+        let turn = s.cycle_time_used_ms;
+        tc.run(&mut c, turn, run);
+        (c, turn + run)
+    } else {
+        if *tc == TimeControl::Hourglass {
+            c.bank += run;
+        }
+        (c, 0)
+    }
+}
+
+/// Live time until banked participant `i`'s own flag falls if it does not move.
+fn own_to_flag(s: &Session, i: usize, run: i64) -> i64 {
+    let (c, turn) = live_clock(s, i, run);
+    s.control().to_flag(c, turn)
+}
+
+/// Live remaining time of participant `i` at `now`, floored at 0: the time
+/// until its flag falls if it does not move.
+pub fn remaining(s: &Session, i: usize, now: Timestamp) -> i64 {
+    match (s.sync_mode, s.participants[i].group_id) {
+        // A team clock is one clock: every member shows the distance to the
+        // group's flag, set by its first member to run out.
+        (SyncMode::PerGroup, Some(group)) => {
+            let run = run_time(s, now);
+            s.members_of(group)
+                .into_iter()
+                .map(|m| own_to_flag(s, m, run))
+                .min()
+                .unwrap_or(0)
+        }
+        (SyncMode::PerParticipant | SyncMode::PerGroup, _) => own_to_flag(s, i, run_time(s, now)),
+        _ => unbanked_remaining(s, i, now),
+    }
+}
+
+/// Remaining time in the modes without banks of their own.
+fn unbanked_remaining(s: &Session, i: usize, now: Timestamp) -> i64 {
+    let p = &s.participants[i];
     let live = if p.is_active { elapsed(s, now) } else { 0 };
     let left = match s.sync_mode {
-        SyncMode::PerParticipant => p.total_time_ms - live,
-        // A team clock is one clock: every member shows the distance to the
-        // group's deadline, set by its smallest bank.
-        SyncMode::PerGroup => group_bank(s, p) - live,
         SyncMode::PerCycle => {
             let cycle = s.time_per_cycle_ms.unwrap_or(0);
             if p.is_active {
@@ -78,21 +130,12 @@ pub fn remaining(s: &Session, i: usize, now: Timestamp) -> i64 {
             } else {
                 0
             };
-            s.total_time_ms - global_used(s) - clock_live
+            s.global_budget() - global_used(s) - clock_live
         }
         SyncMode::CountUp => s.count_up_cap() - p.time_used_ms - live,
+        SyncMode::PerParticipant | SyncMode::PerGroup => p.total_time_ms - live,
     };
     left.max(0)
-}
-
-/// The bank of `p`'s group: its members' smallest bank (`p`'s own if it has no group).
-fn group_bank(s: &Session, p: &Participant) -> i64 {
-    s.participants
-        .iter()
-        .filter(|m| p.group_id.is_some() && m.group_id == p.group_id)
-        .map(|m| m.total_time_ms)
-        .min()
-        .unwrap_or(p.total_time_ms)
 }
 
 /// A participant as sent on the wire: stored fields plus the live remaining time.
@@ -101,6 +144,9 @@ pub struct ParticipantView<'a> {
     #[serde(flatten)]
     pub stored: &'a Participant,
     pub time_remaining_ms: i64,
+    /// The live values of the session's time control, if it has one.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<Face>,
 }
 
 /// A session as sent on the wire (`SyncState`): stored fields plus the values
@@ -132,6 +178,10 @@ pub struct SessionView<'a> {
     pub active_group_id: Option<GroupId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expired_participant_id: Option<ParticipantId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_control: Option<&'a TimeControl>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension_ms: Option<i64>,
 }
 
 /// Derives the wire view of `s` at `now`.
@@ -159,6 +209,8 @@ pub fn view(s: &Session, now: Timestamp) -> SessionView<'_> {
         auto_advance: s.auto_advance,
         active_group_id: s.active_group_id,
         expired_participant_id: s.expired_participant_id,
+        time_control: s.time_control.as_ref(),
+        extension_ms: s.extension_ms,
     }
 }
 
@@ -191,10 +243,48 @@ pub fn switch_view(s: &Session, now: Timestamp) -> SwitchView<'_> {
 }
 
 fn participant_views(s: &Session, now: Timestamp) -> Vec<ParticipantView<'_>> {
-    (0..s.participants.len())
-        .map(|i| ParticipantView {
-            stored: &s.participants[i],
-            time_remaining_ms: remaining(s, i, now),
+    let remaining = remaining_all(s, now);
+    let run = run_time(s, now);
+    let faces = s.banked() && s.time_control.is_some();
+    s.participants
+        .iter()
+        .zip(remaining)
+        .enumerate()
+        .map(|(i, (p, time_remaining_ms))| ParticipantView {
+            stored: p,
+            time_remaining_ms,
+            clock: faces.then(|| {
+                let (c, turn) = live_clock(s, i, run);
+                s.control().face(c, turn, p.cycle_count)
+            }),
+        })
+        .collect()
+}
+
+/// Every participant's [`remaining`] in one pass: a team's members share one
+/// value, so `per_group` takes each group's minimum once instead of per member.
+fn remaining_all(s: &Session, now: Timestamp) -> Vec<i64> {
+    if s.sync_mode != SyncMode::PerGroup {
+        return (0..s.participants.len())
+            .map(|i| remaining(s, i, now))
+            .collect();
+    }
+    let run = run_time(s, now);
+    let own: Vec<i64> = (0..s.participants.len())
+        .map(|i| own_to_flag(s, i, run))
+        .collect();
+    let mut team: HashMap<Option<GroupId>, i64> = HashMap::new();
+    for (p, &t) in s.participants.iter().zip(&own) {
+        team.entry(p.group_id)
+            .and_modify(|m| *m = (*m).min(t))
+            .or_insert(t);
+    }
+    s.participants
+        .iter()
+        .zip(own)
+        .map(|(p, t)| match p.group_id {
+            Some(_) => team[&p.group_id],
+            None => t,
         })
         .collect()
 }

@@ -12,6 +12,7 @@ use thiserror::Error;
 use super::events::{Event, EventKind};
 use super::ids::{ParticipantId, SessionId, Timestamp};
 use super::session::{Session, Status, SyncMode, TimeoutKind};
+use super::time_control::{Clock, PLAIN, TimeControl};
 use super::timing::{cycle_budget, deadline, elapsed, remaining};
 
 /// Upper bound on timeouts applied in one write. Only `per_cycle` with
@@ -219,20 +220,39 @@ fn switch(
 
     let outgoing = s.running_indices();
     let charged = charge(s, now);
-    // Fischer increment rewards handing the turn on: restarting one's own
-    // cycle (a lone participant, or a switch to oneself) earns nothing.
+    // Handing the turn on is a move; restarting one's own cycle (a lone
+    // participant, or a switch to oneself) is not, and earns nothing.
     let passes_turn = !outgoing.contains(&target);
-    let increment = match s.sync_mode {
-        SyncMode::PerParticipant | SyncMode::PerGroup if passes_turn => s.increment_ms,
-        _ => 0,
-    };
-    for &i in &outgoing {
-        let p = &mut s.participants[i];
-        p.total_time_ms += increment;
-        p.cycle_count += 1;
+    if s.time_control.is_some() && s.banked() && !passes_turn {
+        // Under a time control the turn then simply goes on, as after a
+        // pause and resume: its delay and period keep running, and the move
+        // count that stages follow does not grow.
+        set_active(s, target);
+    } else {
+        let turn = s.cycle_time_used_ms;
+        let credits = passes_turn && s.banked();
+        for &i in &outgoing {
+            let p = &mut s.participants[i];
+            p.cycle_count += 1;
+            if credits {
+                let mut c = Clock::of(p);
+                match &s.time_control {
+                    None => c.bank += s.increment_ms,
+                    Some(tc) => tc.on_move(&mut c, turn, p.cycle_count),
+                }
+                c.store(p);
+            }
+        }
+        s.cycle_time_used_ms = 0;
+        set_active(s, target);
     }
-    s.cycle_time_used_ms = 0;
-    set_active(s, target);
+    if let Some(TimeControl::SoftClose {
+        window_ms,
+        max_extension_ms,
+    }) = s.time_control
+    {
+        soft_close(s, window_ms, max_extension_ms);
+    }
     s.cycle_started_at = Some(now);
     events.push(participant_event(
         s,
@@ -242,6 +262,18 @@ fn switch(
         Some(charged),
     ));
     Ok(())
+}
+
+/// A switch with less than `window` left on the session clock puts it back
+/// to `window`, as far as the extensions granted so far allow.
+fn soft_close(s: &mut Session, window: i64, max_extension: Option<i64>) {
+    let left = s.global_budget() - s.participants.iter().map(|p| p.time_used_ms).sum::<i64>();
+    let granted = s.extension_ms.unwrap_or(0);
+    let mut add = (window - left).max(0);
+    if let Some(max) = max_extension {
+        add = add.min(max - granted);
+    }
+    s.extension_ms = Some(granted + add);
 }
 
 fn pause(s: &mut Session, now: Timestamp, events: &mut Vec<Event>) -> Result<(), DomainError> {
@@ -362,15 +394,23 @@ fn time_out(s: &mut Session, due: Timestamp, events: &mut Vec<Event>) {
 /// Returns the time charged.
 fn charge(s: &mut Session, until: Timestamp) -> i64 {
     let charged = elapsed(s, until).min(cycle_budget(s).unwrap_or(0));
-    let draws_bank = matches!(s.sync_mode, SyncMode::PerParticipant | SyncMode::PerGroup);
-    for i in s.running_indices() {
-        let p = &mut s.participants[i];
-        p.time_used_ms += charged;
-        if draws_bank {
-            p.total_time_ms -= charged;
+    let banked = s.banked();
+    let turn = s.cycle_time_used_ms;
+    let tc = s.time_control.as_ref().unwrap_or(&PLAIN);
+    for p in &mut s.participants {
+        // `is_active` marks exactly the participants whose clocks run.
+        if p.is_active {
+            p.time_used_ms += charged;
+            if banked {
+                let mut c = Clock::of(p);
+                tc.run(&mut c, turn, charged);
+                c.store(p);
+            }
+        } else if banked && *tc == TimeControl::Hourglass {
+            p.total_time_ms += charged;
         }
     }
-    if s.sync_mode == SyncMode::PerCycle {
+    if s.tracks_turn() {
         s.cycle_time_used_ms += charged;
     }
     s.cycle_started_at = None;
