@@ -27,3 +27,5 @@ pub use transition::{Command, Decision, DomainError, Transition, decide};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod time_control_tests;

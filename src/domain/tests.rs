@@ -7,23 +7,23 @@ use serde_json::{Value, json};
 use super::timing::{cycle_budget, remaining};
 use super::*;
 
-const T0: Timestamp = Timestamp(1_767_261_600_000);
+pub(super) const T0: Timestamp = Timestamp(1_767_261_600_000);
 const MIN: i64 = 60_000;
 
-fn at(ms: i64) -> Timestamp {
+pub(super) fn at(ms: i64) -> Timestamp {
     Timestamp(T0.ms() + ms)
 }
 
-fn pid(i: usize) -> ParticipantId {
+pub(super) fn pid(i: usize) -> ParticipantId {
     ParticipantId::parse(&format!("00000000-0000-4000-8000-{:012}", i + 1)).unwrap()
 }
 
-fn gid(i: usize) -> String {
+pub(super) fn gid(i: usize) -> String {
     format!("00000000-0000-4000-9000-{:012}", i + 1)
 }
 
 /// A create body for `mode` with `n` participants of 60 s each; `extra` is merged in.
-fn body(mode: SyncMode, n: usize, extra: Value) -> Value {
+pub(super) fn body(mode: SyncMode, n: usize, extra: Value) -> Value {
     let participants: Vec<Value> = (0..n)
         .map(|i| {
             let mut p = json!({
@@ -50,7 +50,7 @@ fn body(mode: SyncMode, n: usize, extra: Value) -> Value {
     b
 }
 
-fn new(mode: SyncMode, n: usize, extra: Value) -> Session {
+pub(super) fn new(mode: SyncMode, n: usize, extra: Value) -> Session {
     NewSession::parse(&body(mode, n, extra))
         .unwrap()
         .into_created(T0)
@@ -58,13 +58,13 @@ fn new(mode: SyncMode, n: usize, extra: Value) -> Session {
 }
 
 /// Applies a command that must succeed and write.
-fn run(s: &Session, cmd: Command, t: Timestamp) -> Session {
+pub(super) fn run(s: &Session, cmd: Command, t: Timestamp) -> Session {
     let d = decide(s, &cmd, t);
     d.result.unwrap();
     d.write.expect("a successful command writes").session
 }
 
-fn switch() -> Command {
+pub(super) fn switch() -> Command {
     Command::Switch {
         next_participant_id: None,
         expected_version: None,
@@ -72,7 +72,7 @@ fn switch() -> Command {
     }
 }
 
-fn kinds(t: &Transition) -> Vec<EventKind> {
+pub(super) fn kinds(t: &Transition) -> Vec<EventKind> {
     t.events.iter().map(|e| e.kind).collect()
 }
 
@@ -1013,7 +1013,7 @@ fn remaining_is_never_negative_even_long_after() {
     }
 }
 
-fn switch_by(p: usize) -> Command {
+pub(super) fn switch_by(p: usize) -> Command {
     Command::Switch {
         next_participant_id: None,
         expected_version: None,
@@ -1065,6 +1065,39 @@ fn any_member_of_the_active_group_holds_the_turn() {
 
 // ------------------------------------------------------- SDK test vectors
 
+/// One SDK vector: the state written at `written` and what the domain says
+/// of it at several instants after (past its deadline too).
+pub(super) fn vector_case(name: &str, s: &Session, written: Timestamp) -> Value {
+    let samples: Vec<Value> = [0, 1_234, 2_500, 40_000, 200_000]
+        .iter()
+        .map(|dt| {
+            let now = Timestamp(written.ms() + dt);
+            let live = super::timing::elapsed(s, now);
+            let v = view(s, now);
+            let per = |f: &dyn Fn(usize) -> Value| -> Value {
+                (0..s.participants.len())
+                    .map(|i| (s.participants[i].participant_id.to_string(), f(i)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into()
+            };
+            let mut sample = json!({
+                "now_ms": now.ms(),
+                "elapsed_ms": live,
+                "remaining_ms": per(&|i| json!(remaining(s, i, now))),
+                "used_ms": per(&|i| {
+                    let p = &s.participants[i];
+                    json!(p.time_used_ms + if p.is_active { live } else { 0 })
+                }),
+            });
+            if v.participants.iter().any(|p| p.clock.is_some()) {
+                sample["clock"] = per(&|i| json!(v.participants[i].clock));
+            }
+            sample
+        })
+        .collect();
+    json!({"name": name, "state": view(s, written), "samples": samples})
+}
+
 /// The TypeScript SDK computes remaining time on the client with the same
 /// formulas; `sdk/typescript/test/vectors.json` holds what this domain says
 /// for a history in every mode, read back by the SDK's tests. Regenerate with
@@ -1096,35 +1129,14 @@ fn sdk_vectors_match_the_domain() {
             }
         }
         for (name, s, written) in history {
-            let samples: Vec<Value> = [0, 1_234, 40_000, 200_000]
-                .iter()
-                .map(|dt| {
-                    let now = Timestamp(written.ms() + dt);
-                    let live = super::timing::elapsed(&s, now);
-                    let per = |f: &dyn Fn(usize) -> i64| -> Value {
-                        (0..s.participants.len())
-                            .map(|i| (s.participants[i].participant_id.to_string(), json!(f(i))))
-                            .collect::<serde_json::Map<_, _>>()
-                            .into()
-                    };
-                    json!({
-                        "now_ms": now.ms(),
-                        "elapsed_ms": live,
-                        "remaining_ms": per(&|i| remaining(&s, i, now)),
-                        "used_ms": per(&|i| {
-                            let p = &s.participants[i];
-                            p.time_used_ms + if p.is_active { live } else { 0 }
-                        }),
-                    })
-                })
-                .collect();
-            cases.push(json!({
-                "name": format!("{} {name}", mode.as_str()),
-                "state": view(&s, written),
-                "samples": samples,
-            }));
+            cases.push(vector_case(
+                &format!("{} {name}", mode.as_str()),
+                &s,
+                written,
+            ));
         }
     }
+    cases.extend(super::time_control_tests::vector_cases());
     let generated = serde_json::to_string_pretty(&json!({
         "generated_by": "src/domain/tests.rs sdk_vectors_match_the_domain",
         "cases": cases,
