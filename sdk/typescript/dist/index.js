@@ -4,7 +4,7 @@ export { SyncKairosError } from './errors.js';
 export { SyncKairosClient } from './rest.js';
 export { ClockEstimator, monotonicNow } from './clock.js';
 export { LiveSession, backoffDelay, } from './live.js';
-export { elapsedMs, isTicking, parseTimestamp, remainingMs, usedMs } from './timing.js';
+export { clockFace, elapsedMs, isTicking, parseTimestamp, remainingMs, usedMs } from './timing.js';
 import { LiveSession } from './live.js';
 /** A live session on `client`'s server, connected: the usual way in. */
 export function watch(client, sessionId, options = {}) {

@@ -1,5 +1,5 @@
 import { ClockEstimator, type ClockOptions } from './clock.js';
-import type { ServerMessage, SyncState } from './types.js';
+import type { ClockFace, ServerMessage, SyncState } from './types.js';
 /** `open`: connected and receiving updates. `reconnecting`: the socket, or
  * the server's own update feed, is down and being re-established; clocks go
  * on from the last state meanwhile. `closed`: for good (`close()`, the
@@ -95,6 +95,10 @@ export declare class LiveSession {
     /** Live remaining time of a participant (`undefined` before a state or for
      * an unknown id). */
     remainingMs(participantId: string): number | undefined;
+    /** A participant's time control values, live: bank, delay, periods, moves
+     * and period left (`undefined` before a state, for an unknown id, or
+     * without a `time_control` on a banked mode). */
+    clockFace(participantId: string): ClockFace | undefined;
     /** Time a participant has used, live (a `count_up` stopwatch's face). */
     usedMs(participantId: string): number | undefined;
     /** Time since the running cycle started. */

@@ -2,7 +2,7 @@
 // keeps only newer versions, measures the server clock, and computes the
 // clocks locally between updates ("calculate, don't count").
 import { ClockEstimator } from './clock.js';
-import { elapsedMs, remainingMs, usedMs } from './timing.js';
+import { clockFace, elapsedMs, remainingMs, usedMs } from './timing.js';
 const OPEN = 1;
 /** Delay before reconnect attempt `attempt` (0-based): exponential, capped, jittered. */
 export function backoffDelay(attempt, options = {}, random = Math.random) {
@@ -78,6 +78,12 @@ export class LiveSession {
      * an unknown id). */
     remainingMs(participantId) {
         return this.current && remainingMs(this.current, participantId, this.serverNow());
+    }
+    /** A participant's time control values, live: bank, delay, periods, moves
+     * and period left (`undefined` before a state, for an unknown id, or
+     * without a `time_control` on a banked mode). */
+    clockFace(participantId) {
+        return this.current && clockFace(this.current, participantId, this.serverNow());
     }
     /** Time a participant has used, live (a `count_up` stopwatch's face). */
     usedMs(participantId) {

@@ -6,8 +6,72 @@ export interface ActionOnTimeout {
     /** Free text for the application, e.g. `"auto_fold"`. */
     action?: string;
 }
-/** A participant: stored values as of `cycle_started_at`, plus one live value. */
-export interface Participant {
+/** A session's time control (API.md "Time controls"), as created and echoed
+ * in the state. `fischer`, `bronstein` and `simple_delay` may have `stages`;
+ * `soft_close` is `global`'s, the others are for the banked modes. */
+export type TimeControl = {
+    type: 'fischer';
+    increment_ms: number;
+    stages?: Stage[];
+} | {
+    type: 'bronstein';
+    delay_ms: number;
+    stages?: Stage[];
+} | {
+    type: 'simple_delay';
+    delay_ms: number;
+    stages?: Stage[];
+} | {
+    type: 'byoyomi';
+    periods: number;
+    period_ms: number;
+} | {
+    type: 'canadian';
+    moves: number;
+    period_ms: number;
+} | {
+    type: 'hourglass';
+} | {
+    type: 'soft_close';
+    window_ms: number;
+    max_extension_ms?: number;
+};
+export type TimeControlType = TimeControl['type'];
+/** A stage of a multi-stage control: `add_ms` joins the bank when a
+ * participant completes its `after_moves`-th move. */
+export interface Stage {
+    after_moves: number;
+    add_ms: number;
+}
+/** Byo-yomi and Canadian overtime, stored as of `cycle_started_at`. */
+export interface Overtime {
+    /** Byo-yomi: periods not yet lost. */
+    periods_left?: number;
+    /** Canadian: moves still owed in the current period. */
+    moves_left?: number;
+    /** Time used of the current period before the cycle started. */
+    period_used_ms: number;
+}
+/** The live values a time control adds to a participant (derived; present
+ * only with a `time_control` on a banked mode, each field where it applies).
+ * `clockFace()` computes them at any instant. */
+export interface ClockFace {
+    /** The main-time bank, live: what a clock face shows before overtime. */
+    bank_remaining_ms: number;
+    /** `bronstein`, `simple_delay`: how much longer this turn costs nothing
+     * (simple_delay) or is refunded (bronstein). */
+    delay_remaining_ms?: number;
+    /** `byoyomi`: periods not yet lost. */
+    periods_left?: number;
+    /** `canadian`: moves owed in the current period; with stages: moves to the next stage. */
+    moves_left?: number;
+    /** `byoyomi`, `canadian`: what is left of the current overtime period. */
+    period_remaining_ms?: number;
+    /** `byoyomi`, `canadian`: the bank is spent. */
+    in_overtime?: boolean;
+}
+/** A participant: stored values as of `cycle_started_at`, plus live values. */
+export interface Participant extends Partial<ClockFace> {
     participant_id: string;
     participant_index: number;
     group_id?: string;
@@ -20,6 +84,8 @@ export interface Participant {
     cycle_count: number;
     is_active: boolean;
     has_expired: boolean;
+    /** Byo-yomi and Canadian overtime as of `cycle_started_at` (stored). */
+    overtime?: Overtime;
 }
 /** A session's full state (`SyncState`). Timestamps are RFC 3339 strings. */
 export interface SyncState {
@@ -47,6 +113,10 @@ export interface SyncState {
     auto_advance?: boolean;
     active_group_id?: string | null;
     expired_participant_id?: string;
+    /** The game's time control; absent = Fischer with `increment_ms`. */
+    time_control?: TimeControl;
+    /** `soft_close`: the time added to the session clock so far. */
+    extension_ms?: number;
 }
 /** The smaller payload of a switch. */
 export interface SwitchResult {
@@ -76,6 +146,9 @@ export interface CreateSessionRequest {
     metadata?: Record<string, unknown>;
     action_on_timeout?: ActionOnTimeout;
     auto_advance?: boolean;
+    /** For the banked modes (`soft_close` for `global`); with `fischer`, give
+     * its increment here or as `increment_ms`, not both differently. */
+    time_control?: TimeControl;
 }
 export interface SwitchRequest {
     next_participant_id?: string;

@@ -13,7 +13,7 @@ export {
   type LiveOptions,
   type SocketLike,
 } from './live.js';
-export { elapsedMs, isTicking, parseTimestamp, remainingMs, usedMs } from './timing.js';
+export { clockFace, elapsedMs, isTicking, parseTimestamp, remainingMs, usedMs } from './timing.js';
 export type * from './types.js';
 
 import { LiveSession, type LiveOptions } from './live.js';

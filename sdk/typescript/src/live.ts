@@ -3,8 +3,8 @@
 // clocks locally between updates ("calculate, don't count").
 
 import { ClockEstimator, type ClockOptions } from './clock.js';
-import { elapsedMs, remainingMs, usedMs } from './timing.js';
-import type { ServerMessage, SyncState } from './types.js';
+import { clockFace, elapsedMs, remainingMs, usedMs } from './timing.js';
+import type { ClockFace, ServerMessage, SyncState } from './types.js';
 
 /** `open`: connected and receiving updates. `reconnecting`: the socket, or
  * the server's own update feed, is down and being re-established; clocks go
@@ -151,6 +151,13 @@ export class LiveSession {
    * an unknown id). */
   remainingMs(participantId: string): number | undefined {
     return this.current && remainingMs(this.current, participantId, this.serverNow());
+  }
+
+  /** A participant's time control values, live: bank, delay, periods, moves
+   * and period left (`undefined` before a state, for an unknown id, or
+   * without a `time_control` on a banked mode). */
+  clockFace(participantId: string): ClockFace | undefined {
+    return this.current && clockFace(this.current, participantId, this.serverNow());
   }
 
   /** Time a participant has used, live (a `count_up` stopwatch's face). */
