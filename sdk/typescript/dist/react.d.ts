@@ -1,6 +1,6 @@
 import type { ConnectionStatus, LiveOptions } from './live.js';
 import { SyncKairosClient } from './rest.js';
-import type { SwitchRequest, SwitchResult, SyncState } from './types.js';
+import type { ClockFace, SwitchRequest, SwitchResult, SyncState } from './types.js';
 export interface UseSyncKairosOptions {
     /** The server, e.g. `https://timers.example.com`; or pass `client`. */
     baseUrl?: string;
@@ -14,6 +14,11 @@ export interface SyncKairosHook {
     remaining: (participantId: string) => number | undefined;
     /** Live time used by a participant (count_up). */
     used: (participantId: string) => number | undefined;
+    /** A participant's time control values at this render: `bank_remaining_ms`
+     * and, where the control has them, `delay_remaining_ms`, `periods_left`,
+     * `moves_left`, `period_remaining_ms`, `in_overtime` (`undefined` without a
+     * `time_control`). Computed afresh on every frame while a clock runs. */
+    face: (participantId: string) => ClockFace | undefined;
     status: ConnectionStatus;
     /** Server clock minus local clock, as measured. */
     offsetMs: number;

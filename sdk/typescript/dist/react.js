@@ -64,6 +64,7 @@ export function useSyncKairos(sessionId, options) {
         state,
         remaining: (pid) => live?.remainingMs(pid),
         used: (pid) => live?.usedMs(pid),
+        face: (pid) => live?.clockFace(pid),
         status,
         offsetMs: clock.offsetMs,
         rttMs: clock.rttMs,

@@ -77,4 +77,41 @@ describe('useSyncKairos', () => {
     root = undefined;
     expect(socket.closed?.code).toBe(1000);
   });
+
+  it('exposes the time control values live: a byo-yomi period is lost while the clock runs', async () => {
+    let local = 2_000_000;
+    const seen: SyncKairosHook[] = [];
+    // The bank is spent and the first of 3 periods of 5 s is 3 s in.
+    const byoyomi = () => {
+      const s = running(4, local);
+      s.participants[0] = {
+        ...s.participants[0]!,
+        total_time_ms: 0,
+        overtime: { periods_left: 3, period_used_ms: 3_000 },
+      } as (typeof s.participants)[0];
+      return { ...s, time_control: { type: 'byoyomi', periods: 3, period_ms: 5_000 } };
+    };
+    const fetch = vi.fn(async () => new Response(JSON.stringify({ data: byoyomi() }), { status: 200 }));
+    const client = new SyncKairosClient({ baseUrl: 'http://server', fetch });
+    function Clock() {
+      const hook = useSyncKairos('s1', { client, live: { WebSocket: FakeSocket, clock: { now: () => local } } });
+      seen.push(hook);
+      const f = hook.face(pid);
+      return createElement('span', null, `${hook.remaining(pid)} ${f?.periods_left} ${f?.period_remaining_ms} ${f?.in_overtime}`);
+    }
+    const el = document.createElement('div');
+    root = createRoot(el);
+    act(() => root!.render(createElement(Clock)));
+    act(() => {
+      FakeSocket.all[0]!.accept();
+      FakeSocket.all[0]!.deliver({ type: 'STATE_SYNC', sessionId: 's1', timestamp: local, state: byoyomi() });
+    });
+    expect(el.textContent).toBe('12000 3 2000 true');
+    expect(seen.at(-1)!.face('nobody')).toBeUndefined();
+
+    // 2.5 s on: the period ran out (lost), the next one is 0.5 s in.
+    local += 2_500;
+    await act(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+    expect(el.textContent).toBe('9500 2 4500 true');
+  });
 });
