@@ -226,6 +226,9 @@ pub struct SwitchView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expired_participant_id: Option<ParticipantId>,
     pub server_time_ms: i64,
+    /// Soft close: a bid is a switch, and its answer shows the extension.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension_ms: Option<i64>,
 }
 
 /// Derives the switch result of `s` at `now`.
@@ -239,6 +242,7 @@ pub fn switch_view(s: &Session, now: Timestamp) -> SwitchView<'_> {
         version: s.version,
         expired_participant_id: s.expired_participant_id,
         server_time_ms: now.ms(),
+        extension_ms: s.extension_ms,
     }
 }
 

@@ -6,5 +6,6 @@ mod common;
 mod errors;
 mod lifecycle;
 mod ops;
+mod time_controls;
 mod timeouts;
 mod validation;
