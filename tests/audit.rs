@@ -160,6 +160,23 @@ async fn every_event_of_every_write_lands_once_in_version_order() {
     await_outbox_empty(&redis).await;
 }
 
+#[tokio::test]
+async fn a_sessions_time_control_is_recorded_with_it() {
+    let db = database();
+    let app = spawn_with(audit_config(None, &db.url), Clock::System, None).await;
+    let mut body = common::session_body("per_participant", 2, 60_000);
+    body["time_control"] =
+        serde_json::json!({"type": "byoyomi", "periods": 5, "period_ms": 30_000});
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    app.create(&body).await;
+    await_events(&db.url, 1).await;
+    let sql = format!(
+        "SELECT time_control->>'type' || ' ' || (time_control->>'periods') \
+         FROM sync_sessions WHERE session_id = '{id}'"
+    );
+    await_sql(&db.url, &sql, "byoyomi 5").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_delays_the_trail_and_loses_nothing() {
     let redis = RedisServer::start();

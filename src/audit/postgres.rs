@@ -282,7 +282,7 @@ fn upsert_sessions(events: &[AuditEvent]) -> Option<QueryBuilder<Postgres>> {
     }
     let mut q = QueryBuilder::new(
         "INSERT INTO sync_sessions (session_id, sync_mode, time_per_cycle_ms, increment_ms, \
-         max_time_ms, created_at, started_at, completed_at, final_status, metadata) ",
+         max_time_ms, created_at, started_at, completed_at, final_status, metadata, time_control) ",
     );
     q.push_values(newest.into_values(), |mut row, (_, s)| {
         let at = |t: Option<Timestamp>| t.map(Timestamp::ms);
@@ -299,6 +299,12 @@ fn upsert_sessions(events: &[AuditEvent]) -> Option<QueryBuilder<Postgres>> {
             .push_bind_unseparated(at(s.session_completed_at))
             .push_bind(s.status.is_terminal().then(|| s.status.as_str()))
             .push_bind(s.metadata.as_ref().map(|m| m.to_string()))
+            .push_unseparated("::jsonb")
+            .push_bind(
+                s.time_control
+                    .as_ref()
+                    .and_then(|tc| serde_json::to_string(tc).ok()),
+            )
             .push_unseparated("::jsonb");
     });
     q.push(
