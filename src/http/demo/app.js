@@ -1,7 +1,8 @@
 // The demo: a two-player chess clock on SyncKairos, written against the
 // TypeScript SDK's build (served next to this file), with no build step.
 // Both clocks are computed every frame from the last state and the measured
-// server clock; nothing here counts time.
+// server clock; nothing here counts time: a delay running out or a byo-yomi
+// period lost shows from the SDK's clockFace, the server's own rules.
 
 import { SyncKairosClient, SyncKairosError, watch } from '/demo/index.js';
 
@@ -19,10 +20,42 @@ if (params.get('session')) {
   $('create').hidden = false;
 }
 
+// The picker shows the parameters of the chosen control only (the others are
+// disabled, so the form does not validate what it will not send).
+function showParameters() {
+  const chosen = $('control').value;
+  for (const label of document.querySelectorAll('#create label[data-for]')) {
+    const on = label.dataset.for.split(' ').includes(chosen);
+    label.hidden = !on;
+    label.querySelector('input').disabled = !on;
+  }
+}
+$('control').addEventListener('change', showParameters);
+showParameters();
+
+/** The create request's `time_control` from the picker. */
+function chosenControl() {
+  const ms = (id) => Math.round(Number($(id).value) * 1000);
+  const n = (id) => Math.round(Number($(id).value));
+  switch ($('control').value) {
+    case 'bronstein':
+      return { type: 'bronstein', delay_ms: ms('delay') };
+    case 'simple_delay':
+      return { type: 'simple_delay', delay_ms: ms('delay') };
+    case 'byoyomi':
+      return { type: 'byoyomi', periods: n('periods'), period_ms: ms('byo-period') };
+    case 'canadian':
+      return { type: 'canadian', moves: n('moves'), period_ms: ms('canadian-period') };
+    case 'hourglass':
+      return { type: 'hourglass' };
+    default:
+      return { type: 'fischer', increment_ms: ms('increment') };
+  }
+}
+
 $('create').addEventListener('submit', async (e) => {
   e.preventDefault();
   const bank = Math.round(Number($('minutes').value) * 60_000);
-  const increment = Math.round(Number($('increment').value) * 1000);
   const id = uuid();
   try {
     await client.createSession({
@@ -30,7 +63,7 @@ $('create').addEventListener('submit', async (e) => {
       sync_mode: 'per_participant',
       participants: [0, 1].map((i) => ({ participant_id: uuid(), participant_index: i, total_time_ms: bank })),
       total_time_ms: 2 * bank,
-      increment_ms: increment,
+      time_control: chosenControl(),
       metadata: { demo: 'chess', names: ['White', 'Black'] },
     });
   } catch (err) {
@@ -84,6 +117,7 @@ function render() {
   $('version').textContent = String(s.version);
   const who = s.active_participant_id ? `, ${name(s.active_participant_id)} to move` : '';
   $('session-status').textContent = `${s.status}${running ? who : ''}`;
+  $('time-control').textContent = describe(s.time_control, s.increment_ms);
   renderClocks();
 }
 
@@ -92,11 +126,84 @@ function renderClocks() {
   if (!s) return;
   s.participants.slice(0, 2).forEach((p, i) => {
     const el = $(`clock-${i}`);
-    const ms = live.remainingMs(p.participant_id) ?? 0;
-    el.querySelector('.time').textContent = format(ms);
+    const face = live.clockFace(p.participant_id);
+    const shown = clockShows(s.time_control, face, live.remainingMs(p.participant_id) ?? 0);
+    set(el.querySelector('.time'), format(shown.ms));
+    set(el.querySelector('.detail'), shown.detail);
     el.classList.toggle('active', p.is_active && s.status === 'running');
     el.classList.toggle('flagged', p.has_expired);
+    el.classList.toggle('overtime', face?.in_overtime === true);
+    // The live values as attributes too, for scripts and tests.
+    for (const key of FACE) {
+      if (face?.[key] === undefined) delete el.dataset[camel(key)];
+      else el.dataset[camel(key)] = String(face[key]);
+    }
   });
+}
+
+const FACE = ['bank_remaining_ms', 'delay_remaining_ms', 'periods_left', 'moves_left', 'period_remaining_ms', 'in_overtime'];
+
+/** What a clock shows: the big time and a line under it. The big time is
+ * the bank (a delay does not touch it until it runs out), in overtime the
+ * period; without a time control, the remaining time. */
+function clockShows(tc, face, remaining) {
+  if (!tc || !face) return { ms: remaining, detail: '' };
+  const parts = [];
+  let ms = face.bank_remaining_ms;
+  switch (tc.type) {
+    case 'fischer':
+      parts.push(`+${seconds(tc.increment_ms)} per move`);
+      break;
+    case 'bronstein':
+    case 'simple_delay':
+      parts.push(`delay ${format(face.delay_remaining_ms ?? 0)}`);
+      break;
+    case 'byoyomi':
+      if (face.in_overtime) {
+        ms = face.period_remaining_ms ?? 0;
+        parts.push('overtime', plural(face.periods_left ?? 0, 'period') + ' left');
+      } else {
+        parts.push('main time', `then ${face.periods_left} × ${seconds(tc.period_ms)}`);
+      }
+      break;
+    case 'canadian':
+      if (face.in_overtime) {
+        ms = face.period_remaining_ms ?? 0;
+        parts.push('overtime', `${plural(face.moves_left ?? tc.moves, 'move')} to make`);
+      } else {
+        parts.push('main time', `then ${plural(tc.moves, 'move')} in ${seconds(tc.period_ms)}`);
+      }
+      break;
+    case 'hourglass':
+      parts.push('hourglass');
+      break;
+  }
+  if (tc.type !== 'canadian' && face.moves_left !== undefined) {
+    parts.push(`${plural(face.moves_left, 'move')} to the next stage`);
+  }
+  return { ms, detail: parts.join(' · ') };
+}
+
+/** The time control in words, for the line under the clocks. */
+function describe(tc, increment) {
+  switch (tc?.type) {
+    case undefined:
+      return increment ? `Fischer +${seconds(increment)}` : '';
+    case 'fischer':
+      return `Fischer +${seconds(tc.increment_ms)}`;
+    case 'bronstein':
+      return `Bronstein delay ${seconds(tc.delay_ms)}`;
+    case 'simple_delay':
+      return `US delay ${seconds(tc.delay_ms)}`;
+    case 'byoyomi':
+      return `Byo-yomi ${tc.periods} × ${seconds(tc.period_ms)}`;
+    case 'canadian':
+      return `Canadian overtime: ${plural(tc.moves, 'move')} in ${seconds(tc.period_ms)}`;
+    case 'hourglass':
+      return 'Hourglass: what one spends, the other gains';
+    default:
+      return tc.type;
+  }
 }
 
 // Pressing the clock of the player to move ends their move, as on a real
@@ -161,6 +268,26 @@ function format(ms) {
   const s = Math.floor(tenths / 10) % 60;
   const base = `${m}:${String(s).padStart(2, '0')}`;
   return ms < 20_000 ? `${base}.${tenths % 10}` : base;
+}
+
+/** Whole seconds, or m:ss from a minute on. */
+function seconds(ms) {
+  const s = Math.round(ms / 1000);
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** periods_left → periodsLeft (for dataset). */
+function camel(key) {
+  return key.replace(/_(\w)/g, (_, c) => c.toUpperCase());
+}
+
+/** Sets a text only when it changes (this runs every frame). */
+function set(el, text) {
+  if (el.textContent !== text) el.textContent = text;
 }
 
 function signed(x) {
