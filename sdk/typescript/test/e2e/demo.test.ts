@@ -43,6 +43,17 @@ async function clockMoves(page: Page, i: number): Promise<void> {
   );
 }
 
+const detail = (page: Page, i: number) => page.textContent(`#clock-${i} .detail`);
+
+/** Resolves once clock `i`'s line under the time shows `text`. */
+async function detailShows(page: Page, i: number, text: string, timeout = 10_000): Promise<void> {
+  await page.waitForFunction(
+    ([sel, want]) => document.querySelector(sel)?.textContent?.includes(want),
+    [`#clock-${i} .detail`, text] as const,
+    { timeout },
+  );
+}
+
 describe('the demo page', () => {
   it('runs a chess clock on the embedded backend', async () => {
     const server = await Instance.start();
@@ -61,6 +72,53 @@ describe('the demo page', () => {
     await page.waitForSelector('#clock-0.active');
     await screenshot(page, 'embedded-running');
     expect(paused).toMatch(/^0:\d\d/);
+  });
+
+  it('byo-yomi: the bank runs out into overtime, a period runs out and is lost, a move keeps the period', async () => {
+    const server = await Instance.start();
+    cleanup.push(() => server.stop());
+    const page = await demoPage(browser, `${server.base}/demo`, errors);
+    // The picker shows byo-yomi's parameters only; its defaults are 5 × 10 s.
+    await page.selectOption('#control', 'byoyomi');
+    expect(await page.isVisible('#periods')).toBe(true);
+    expect(await page.isVisible('#increment')).toBe(false);
+    expect(await page.inputValue('#periods')).toBe('5');
+    expect(await page.inputValue('#byo-period')).toBe('10');
+    // 2.4 s of main time, then 3 periods of 3 s.
+    await page.fill('#minutes', '0.04');
+    await page.fill('#periods', '3');
+    await page.fill('#byo-period', '3');
+    await page.click('#create-button');
+    await page.waitForSelector('#connection[data-status=open]');
+    await detailShows(page, 0, 'main time · then 3 × 3 s');
+    expect(await page.textContent('#time-control')).toBe('Byo-yomi 3 × 3 s');
+    expect(await clockText(page, 0)).toBe('0:02.4');
+
+    await page.click('#start');
+    await page.waitForSelector('#clock-0.active');
+    // The bank is spent: White is in overtime, the clock shows the period.
+    await detailShows(page, 0, 'overtime · 3 periods left');
+    await page.waitForSelector('#clock-0.overtime[data-in-overtime=true][data-periods-left="3"]');
+    await clockMoves(page, 0);
+    expect(await clockText(page, 0)).toMatch(/^0:0[0-3]\.\d$/);
+    await screenshot(page, 'byoyomi-overtime');
+    // The first period runs out: it is lost, the next one starts.
+    await detailShows(page, 0, 'overtime · 2 periods left', 5_000);
+    await page.waitForSelector('#clock-0[data-periods-left="2"]');
+
+    // White moves inside its second period: it keeps it, and its next turn
+    // starts the period afresh. Black's clock runs, still in main time.
+    await page.click('#switch');
+    await page.waitForSelector('#clock-1.active');
+    await page.waitForSelector('#clock-0:not(.active)');
+    expect(await detail(page, 0)).toBe('overtime · 2 periods left');
+    expect(await clockText(page, 0)).toBe('0:03.0');
+    const white = await page.evaluate(() => window.synckairos.live.state!.participants[0]!);
+    expect(white).toMatchObject({ bank_remaining_ms: 0, periods_left: 2, period_remaining_ms: 3_000, in_overtime: true });
+    expect(white.overtime).toEqual({ periods_left: 2, period_used_ms: 0 });
+    expect(await detail(page, 1)).toMatch(/^main time · then 3 × 3 s$|^overtime · 3 periods left$/);
+    await detailShows(page, 1, 'overtime · 3 periods left');
+    await screenshot(page, 'byoyomi-after-move');
   });
 
   it('a switch on one instance moves the clock on another; a Redis restart shows reconnecting, then live clocks', async () => {
