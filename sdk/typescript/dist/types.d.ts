@@ -128,6 +128,8 @@ export interface SwitchResult {
     version: number;
     expired_participant_id?: string;
     server_time_ms: number;
+    /** `soft_close`: the time added to the session clock so far (a bid is a switch). */
+    extension_ms?: number;
 }
 export interface NewParticipant {
     participant_id: string;

@@ -122,6 +122,8 @@ export interface SwitchResult {
   version: number;
   expired_participant_id?: string;
   server_time_ms: number;
+  /** `soft_close`: the time added to the session clock so far (a bid is a switch). */
+  extension_ms?: number;
 }
 
 export interface NewParticipant {
