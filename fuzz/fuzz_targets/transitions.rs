@@ -1,4 +1,5 @@
-//! Any sequence of commands at any instants, in every sync mode: `decide`
+//! Any sequence of commands at any instants, in every sync mode and under
+//! every time control: `decide`
 //! never panics, each write bumps the version by exactly one, remaining time
 //! is never negative, and a timeout applied twice equals once.
 
@@ -25,13 +26,25 @@ fuzz_target!(|data: &[u8]| {
             })
         })
         .collect();
+    // The low bits of `inc` pick a time control (0: none, the v2 rule).
+    let control = match inc % 8 {
+        1 => json!({"type": "fischer", "increment_ms": 1_000, "stages": [{"after_moves": 2, "add_ms": 3_000}]}),
+        2 => json!({"type": "bronstein", "delay_ms": 2_000}),
+        3 => json!({"type": "simple_delay", "delay_ms": 2_000, "stages": [{"after_moves": 1, "add_ms": 500}]}),
+        4 => json!({"type": "byoyomi", "periods": 2, "period_ms": 1_000}),
+        5 => json!({"type": "canadian", "moves": 2, "period_ms": 3_000}),
+        6 => json!({"type": "hourglass"}),
+        7 => json!({"type": "soft_close", "window_ms": 2_000, "max_extension_ms": 5_000}),
+        _ => serde_json::Value::Null,
+    };
     let body = json!({
         "session_id": "00000000-0000-4000-8000-000000000001",
         "sync_mode": SyncMode::ALL[usize::from(*mode) % SyncMode::ALL.len()].as_str(),
         "participants": participants,
         "total_time_ms": 30_000,
         "time_per_cycle_ms": 5_000,
-        "increment_ms": u64::from(*inc) * 100,
+        "increment_ms": if control.is_null() { u64::from(*inc / 8) * 100 } else { 0 },
+        "time_control": control,
         "action_on_timeout": {"type": ACTIONS[usize::from(*action) % ACTIONS.len()]},
     });
     let Ok(new) = NewSession::parse(&body) else {
