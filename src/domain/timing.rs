@@ -19,12 +19,15 @@ pub fn cycle_budget(s: &Session) -> Option<i64> {
     let active = s.active_index()?;
     let p = &s.participants[active];
     let budget = match s.sync_mode {
+        SyncMode::PerParticipant => running_to_flag(s, p),
         // The group flags as soon as its first member's clock runs out, so no
-        // member's bank can go negative.
-        SyncMode::PerParticipant | SyncMode::PerGroup => s
-            .running_indices()
+        // member's bank can go negative. `is_active` marks exactly the
+        // participants whose clocks run.
+        SyncMode::PerGroup => s
+            .participants
             .iter()
-            .map(|&i| running_to_flag(s, i))
+            .filter(|m| m.is_active)
+            .map(|m| running_to_flag(s, m))
             .min()
             .unwrap_or(0),
         SyncMode::PerCycle => s.time_per_cycle_ms.unwrap_or(0) - s.cycle_time_used_ms,
@@ -34,10 +37,9 @@ pub fn cycle_budget(s: &Session) -> Option<i64> {
     Some(budget.max(0))
 }
 
-/// Time from the running cycle's start until running participant `i`'s flag.
-fn running_to_flag(s: &Session, i: usize) -> i64 {
-    s.control()
-        .to_flag(Clock::of(&s.participants[i]), s.cycle_time_used_ms)
+/// Time from the running cycle's start until running participant `p`'s flag.
+fn running_to_flag(s: &Session, p: &Participant) -> i64 {
+    s.control().to_flag(Clock::of(p), s.cycle_time_used_ms)
 }
 
 /// The instant at which the running cycle times out; `None` unless running.
@@ -268,12 +270,20 @@ fn participant_views(s: &Session, now: Timestamp) -> Vec<ParticipantView<'_>> {
 /// Every participant's [`remaining`] in one pass: a team's members share one
 /// value, so `per_group` takes each group's minimum once instead of per member.
 fn remaining_all(s: &Session, now: Timestamp) -> Vec<i64> {
-    if s.sync_mode != SyncMode::PerGroup {
-        return (0..s.participants.len())
-            .map(|i| remaining(s, i, now))
-            .collect();
-    }
     let run = run_time(s, now);
+    match s.sync_mode {
+        SyncMode::PerGroup => {}
+        SyncMode::PerParticipant => {
+            return (0..s.participants.len())
+                .map(|i| own_to_flag(s, i, run))
+                .collect();
+        }
+        _ => {
+            return (0..s.participants.len())
+                .map(|i| unbanked_remaining(s, i, now))
+                .collect();
+        }
+    }
     let own: Vec<i64> = (0..s.participants.len())
         .map(|i| own_to_flag(s, i, run))
         .collect();
