@@ -825,7 +825,7 @@ fn create_sorts_by_index_and_ignores_unknown_fields() {
 
 /// One step of a random session history.
 #[derive(Clone, Debug)]
-enum Step {
+pub(super) enum Step {
     Start,
     Switch(Option<usize>),
     Pause,
@@ -854,7 +854,7 @@ fn action() -> impl Strategy<Value = &'static str> {
     proptest::sample::select(vec!["end_session", "skip_cycle", "auto_action"])
 }
 
-fn to_command(step: &Step, n: usize) -> Command {
+pub(super) fn to_command(step: &Step, n: usize) -> Command {
     match step {
         Step::Start => Command::Start,
         Step::Switch(i) => Command::Switch {

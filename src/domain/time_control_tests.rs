@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use super::tests::{T0, at, body, kinds, pid, run, switch, switch_by};
+use super::tests::{Step, T0, at, body, kinds, pid, run, switch, switch_by, to_command};
 use super::time_control::Face;
 use super::timing::remaining;
 use super::*;
@@ -823,14 +823,7 @@ fn control() -> impl Strategy<Value = (SyncMode, Value)> {
     ]
 }
 
-#[derive(Clone, Debug)]
-enum Step {
-    Switch(Option<usize>),
-    Pause,
-    Resume,
-    Timeout,
-}
-
+/// A command of a started game (starting and completing have their own tests).
 fn step() -> impl Strategy<Value = (Step, i64)> {
     let s = prop_oneof![
         5 => proptest::option::of(0usize..4).prop_map(Step::Switch),
@@ -970,16 +963,7 @@ proptest! {
         let mut now = 0;
         for (st, dt) in &steps {
             now += dt;
-            let cmd = match st {
-                Step::Switch(i) => Command::Switch {
-                    next_participant_id: i.map(|i| pid(i % n)),
-                    expected_version: None,
-                    by: None,
-                },
-                Step::Pause => Command::Pause,
-                Step::Resume => Command::Resume,
-                Step::Timeout => Command::Timeout,
-            };
+            let cmd = to_command(st, n);
             let before = s.clone();
             // A refused command may still write the timeouts it settled.
             if let Some(w) = decide(&s, &cmd, at(now)).write {
