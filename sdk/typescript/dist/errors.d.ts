@@ -11,3 +11,12 @@ export declare class SyncKairosError extends Error {
     readonly retryAfterS?: number;
     constructor(code: string, message: string, status: number, details?: unknown, retryAfterS?: number);
 }
+/** Why `verifyWebhook` refused a delivery. */
+export type WebhookVerificationErrorCode = 'MISSING_HEADERS' | 'INVALID_TIMESTAMP' | 'TIMESTAMP_TOO_OLD' | 'TIMESTAMP_TOO_NEW' | 'INVALID_SIGNATURE' | 'INVALID_BODY';
+/** A webhook delivery that did not verify (Standard Webhooks): answer it
+ * with a 4xx and do not act on it. */
+export declare class WebhookVerificationError extends Error {
+    /** What was wrong, e.g. `INVALID_SIGNATURE`. */
+    readonly code: WebhookVerificationErrorCode;
+    constructor(code: WebhookVerificationErrorCode, message: string);
+}

@@ -18,3 +18,14 @@ export class SyncKairosError extends Error {
         this.retryAfterS = retryAfterS;
     }
 }
+/** A webhook delivery that did not verify (Standard Webhooks): answer it
+ * with a 4xx and do not act on it. */
+export class WebhookVerificationError extends Error {
+    /** What was wrong, e.g. `INVALID_SIGNATURE`. */
+    code;
+    constructor(code, message) {
+        super(message);
+        this.name = 'WebhookVerificationError';
+        this.code = code;
+    }
+}

@@ -1,7 +1,8 @@
-export { SyncKairosError } from './errors.js';
+export { SyncKairosError, WebhookVerificationError, type WebhookVerificationErrorCode } from './errors.js';
 export { SyncKairosClient, type ClientOptions } from './rest.js';
 export { ClockEstimator, monotonicNow, type ClockOptions, type ClockSample } from './clock.js';
 export { LiveSession, backoffDelay, type BackoffOptions, type ConnectionStatus, type LiveEvents, type LiveOptions, type SocketLike, } from './live.js';
+export { verifyWebhook, type VerifyWebhookOptions, type WebhookHeaders } from './webhook.js';
 export { clockFace, elapsedMs, isTicking, parseTimestamp, remainingMs, usedMs } from './timing.js';
 export type * from './types.js';
 import { LiveSession, type LiveOptions } from './live.js';

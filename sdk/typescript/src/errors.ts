@@ -19,3 +19,25 @@ export class SyncKairosError extends Error {
     this.retryAfterS = retryAfterS;
   }
 }
+
+/** Why `verifyWebhook` refused a delivery. */
+export type WebhookVerificationErrorCode =
+  | 'MISSING_HEADERS'
+  | 'INVALID_TIMESTAMP'
+  | 'TIMESTAMP_TOO_OLD'
+  | 'TIMESTAMP_TOO_NEW'
+  | 'INVALID_SIGNATURE'
+  | 'INVALID_BODY';
+
+/** A webhook delivery that did not verify (Standard Webhooks): answer it
+ * with a 4xx and do not act on it. */
+export class WebhookVerificationError extends Error {
+  /** What was wrong, e.g. `INVALID_SIGNATURE`. */
+  readonly code: WebhookVerificationErrorCode;
+
+  constructor(code: WebhookVerificationErrorCode, message: string) {
+    super(message);
+    this.name = 'WebhookVerificationError';
+    this.code = code;
+  }
+}

@@ -1,7 +1,8 @@
 // synckairos-client: the SyncKairos REST API, typed; live sessions over
-// WebSocket; the server clock estimated; remaining time computed locally.
+// WebSocket; the server clock estimated; remaining time computed locally;
+// webhooks verified.
 
-export { SyncKairosError } from './errors.js';
+export { SyncKairosError, WebhookVerificationError, type WebhookVerificationErrorCode } from './errors.js';
 export { SyncKairosClient, type ClientOptions } from './rest.js';
 export { ClockEstimator, monotonicNow, type ClockOptions, type ClockSample } from './clock.js';
 export {
@@ -13,6 +14,7 @@ export {
   type LiveOptions,
   type SocketLike,
 } from './live.js';
+export { verifyWebhook, type VerifyWebhookOptions, type WebhookHeaders } from './webhook.js';
 export { clockFace, elapsedMs, isTicking, parseTimestamp, remainingMs, usedMs } from './timing.js';
 export type * from './types.js';
 

@@ -191,6 +191,40 @@ export interface EventsPage {
   next_before: string | null;
 }
 
+/** The webhook types, one per audit event type (`session.timeout` is a
+ * participant's time running out, `participant_expired` in the audit log). */
+export type WebhookEventType =
+  | 'session.created'
+  | 'session.started'
+  | 'session.switched'
+  | 'session.paused'
+  | 'session.resumed'
+  | 'session.timeout'
+  | 'session.expired'
+  | 'session.completed'
+  | 'session.deleted';
+
+/** The body of a webhook, as `verifyWebhook` returns it once verified. */
+export interface WebhookEvent {
+  type: WebhookEventType;
+  /** When the event happened (RFC 3339): a timeout at its deadline. */
+  timestamp: string;
+  data: WebhookEventData;
+}
+
+export interface WebhookEventData {
+  session_id: string;
+  /** The session's version the event's write produced. */
+  version: number;
+  /** The participant the event is about (who started, ended a turn,
+   * paused, or timed out), when there is one. */
+  participant_id?: string;
+  /** `session.timeout`: the session's setting, as in the `TIMEOUT` message. */
+  action_on_timeout?: ActionOnTimeout;
+  /** The state as of the event; `null` for `session.deleted`. */
+  state: SyncState | null;
+}
+
 export interface MintTokenRequest {
   role: 'participant' | 'viewer';
   /** Required for `participant`. */
