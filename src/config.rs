@@ -222,6 +222,45 @@ pub struct Config {
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
+    /// Where session events are POSTed (signed; see docs/WEBHOOKS.md). Needs
+    /// `WEBHOOK_SECRET`.
+    #[arg(long, env = "WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// The signing key, `whsec_<base64>` (Standard Webhooks).
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
+
+    /// Comma list of the event types delivered, `*` for all.
+    #[arg(
+        long,
+        env = "WEBHOOK_EVENTS",
+        default_value = "session.timeout,session.expired,session.completed,session.deleted"
+    )]
+    pub webhook_events: String,
+
+    /// A 2xx within this long is a delivered webhook.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub webhook_timeout_ms: u64,
+
+    /// Delays before each retry (units ms, s, m, h); then the dead letters.
+    #[arg(
+        long,
+        env = "WEBHOOK_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,10h"
+    )]
+    pub webhook_retry_schedule: String,
+
+    /// Comma list of URL prefixes a session's own `webhook_url` must be under.
+    #[arg(long, env = "WEBHOOK_ALLOWED_URLS")]
+    pub webhook_allowed_urls: Option<String>,
+
+    /// A delivery in flight this long on an instance is taken over by another.
+    #[arg(long, env = "WEBHOOK_CLAIM_IDLE_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub webhook_claim_idle_ms: u64,
+
     /// `json` or `pretty`. Verbosity comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,

@@ -279,7 +279,7 @@ impl Engine {
                     return Ok(());
                 };
                 let now = self.clock.now();
-                let event = AuditEvent::deleted(id, current.version + 1, now);
+                let event = AuditEvent::deleted(&current, now);
                 let message = Update::Deleted {
                     session_id: id,
                     published_ms: now.ms(),
@@ -326,14 +326,12 @@ impl Engine {
         limit: Option<WriteLimit>,
     ) -> Result<(), StoreError> {
         let state = StateJson::of(&t.session);
-        // The snapshot is the state after the whole write: it goes once, on
-        // the write's last event (the others carry the same version).
-        let last = t.events.len().saturating_sub(1);
+        // Every event of the write carries the state after it (shared, and
+        // sent to Redis once).
         let events: Vec<AuditEvent> = t
             .events
             .iter()
-            .enumerate()
-            .map(|(i, e)| AuditEvent::stamp(e, &t.session, (i == last).then(|| state.clone())))
+            .map(|e| AuditEvent::stamp(e, &t.session, Some(state.clone())))
             .collect();
         let timeouts = t
             .events

@@ -21,9 +21,11 @@ use crate::http::AppState;
 use crate::http::ratelimit::RateLimits;
 use crate::http::ws::WsLimits;
 use crate::limiter::ClientLimiter;
-use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{ConnectError, RedisOptions, RedisStore};
+use crate::store::{OutboxGroup, Store};
+use crate::webhooks::WebhookSettings;
+use crate::webhooks::deliver::Deliverer;
 use crate::{http, scheduler};
 use tokio_util::task::TaskTracker;
 
@@ -37,6 +39,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Redis(#[from] ConnectError),
+    #[error("{0}")]
+    Webhooks(String),
     #[error(transparent)]
     Database(#[from] DbError),
     #[error(transparent)]
@@ -65,13 +69,27 @@ impl Server {
     pub async fn build(config: &Config, clock: Clock) -> Result<Self, StartupError> {
         let audit = audit_db(config)?;
         let auth = Arc::new(Auth::from_config(config)?);
+        let webhooks = WebhookSettings::from_config(config)
+            .map_err(StartupError::Webhooks)?
+            .map(Arc::new);
+        // The outbox's consumers: an entry is kept until each is done with it.
+        let groups: Vec<OutboxGroup> = [
+            (config.outbox(), OutboxGroup::Audit),
+            (webhooks.is_some(), OutboxGroup::Webhooks),
+        ]
+        .into_iter()
+        .filter_map(|(on, group)| on.then_some(group))
+        .collect();
         let store: Arc<dyn Store> = match &config.redis_url {
-            Some(url) => Arc::new(RedisStore::connect(redis_options(config, url)).await?),
+            Some(url) => Arc::new(RedisStore::connect(redis_options(config, url, &groups)).await?),
             None => Arc::new(
-                MemoryStore::new(clock.clone(), config.session_ttl_seconds)
-                    .with_outbox(config.outbox()),
+                MemoryStore::new(clock.clone(), config.session_ttl_seconds).with_outbox(&groups),
             ),
         };
+        let deliverer = webhooks
+            .map(|settings| Deliverer::new(store.clone(), settings, clock.clone()))
+            .transpose()
+            .map_err(StartupError::Webhooks)?;
         let engine =
             Arc::new(Engine::new(store, clock).with_switch_limit(config.rate_limit_switch));
         let listener = bind(SocketAddr::new(config.host, config.port)).await?;
@@ -108,6 +126,7 @@ impl Server {
             },
             store_budget: Duration::from_millis(config.redis_timeout_ms),
             max_body: usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
+            webhooks: deliverer,
         };
         let drain = audit.map(|db| {
             let options = DrainOptions {
@@ -180,6 +199,10 @@ impl Server {
         // Cancelled with the other background tasks once the HTTP side has
         // stopped: a batch being committed finishes, one not yet committed
         // stays pending in the outbox and is claimed by another instance.
+        // Deliveries under way at shutdown are abandoned to their leases.
+        if let Some(deliverer) = &self.state.webhooks {
+            tokio::spawn(deliverer.clone().run(background.clone()));
+        }
         let drain = self.drain.map(|(db, options)| {
             tokio::spawn(drain::run(
                 self.engine.store().clone(),
@@ -242,7 +265,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
 }
 
 /// The Redis backend's settings from the server configuration.
-fn redis_options(config: &Config, url: &str) -> RedisOptions {
+fn redis_options(config: &Config, url: &str, groups: &[OutboxGroup]) -> RedisOptions {
     RedisOptions {
         url: url.to_owned(),
         cluster: config.redis_cluster,
@@ -250,7 +273,7 @@ fn redis_options(config: &Config, url: &str) -> RedisOptions {
         ttl_seconds: config.session_ttl_seconds,
         timeout: Duration::from_millis(config.redis_timeout_ms),
         pool_size: usize::try_from(config.redis_pool_size).unwrap_or(4),
-        outbox: config.outbox(),
+        outbox: groups.to_vec(),
     }
 }
 

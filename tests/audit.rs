@@ -260,7 +260,10 @@ async fn events_a_killed_instance_had_read_are_claimed_and_written_once() {
     // Half of them were committed by someone who then died before
     // acknowledging: the claimer's insert must skip those.
     let store = RedisStore::connect(redis.store_options()).await.unwrap();
-    let taken = store.outbox_reclaim("test", 0, 1000).await.unwrap();
+    let taken = store
+        .outbox_reclaim(synckairos::store::OutboxGroup::Audit, "test", 0, 1000)
+        .await
+        .unwrap();
     assert_eq!(taken.len() as u64, held);
     let half: Vec<_> = taken
         .iter()

@@ -10,10 +10,12 @@ use bytes::Bytes;
 use synckairos::audit::AuditEvent;
 use synckairos::clock::Clock;
 use synckairos::domain::{Command, NewSession, Session, SessionId, Timestamp, deadline, decide};
+use synckairos::store::OutboxGroup::{self, Audit, Webhooks};
 use synckairos::store::memory::MemoryStore;
-use synckairos::store::redis::RedisStore;
+use synckairos::store::redis::{RedisOptions, RedisStore};
 use synckairos::store::{
-    FeedEvent, OutboxStats, StateJson, Store, StoreError, Swept, Write, WriteLimit,
+    Delivery, FeedEvent, OutboxStats, Settle, StateJson, Store, StoreError, Swept, WebhookStats,
+    Write, WriteLimit,
 };
 
 use common::cluster::RedisCluster;
@@ -128,7 +130,7 @@ pub async fn delete_is_versioned_and_removes_everything(store: Arc<dyn Store>) {
     store.create(write(&s1, 0, &m)).await.unwrap();
     let s2 = next(&s1, Command::Start, T0);
     store.compare_and_set(write(&s2, 1, &m)).await.unwrap();
-    let event = AuditEvent::deleted(s1.session_id, 3, T0);
+    let event = AuditEvent::deleted(&s2, T0);
     assert_eq!(
         store.delete(s1.session_id, 1, &event, &m).await,
         Err(StoreError::Conflict { actual: Some(2) })
@@ -181,45 +183,190 @@ pub async fn outbox_events_stay_until_acknowledged(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let all: Vec<AuditEvent> = created.iter().chain(&start).cloned().collect();
-    let stats = store.outbox_stats().await.unwrap();
+    let stats = store.outbox_stats(Audit).await.unwrap();
     assert_eq!((stats.backlog, stats.pending), (all.len() as u64, 0));
     assert!(stats.oldest.is_some());
 
     // One consumer reads them, in write order; nothing is left for another.
-    let read = store.outbox_read("a", 100).await.unwrap();
+    let read = store.outbox_read(Audit, "a", 100).await.unwrap();
     let events: Vec<AuditEvent> = read.iter().map(|e| e.event.clone().unwrap()).collect();
     assert_eq!(events, all);
-    assert!(store.outbox_read("b", 100).await.unwrap().is_empty());
+    assert!(store.outbox_read(Audit, "b", 100).await.unwrap().is_empty());
     assert_eq!(
-        store.outbox_stats().await.unwrap().pending,
+        store.outbox_stats(Audit).await.unwrap().pending,
         all.len() as u64
     );
 
     // Unacknowledged, they can be claimed once idle long enough.
     assert!(
         store
-            .outbox_reclaim("b", 3_600_000, 100)
+            .outbox_reclaim(Audit, "b", 3_600_000, 100)
             .await
             .unwrap()
             .is_empty()
     );
-    let claimed = store.outbox_reclaim("b", 0, 100).await.unwrap();
+    let claimed = store.outbox_reclaim(Audit, "b", 0, 100).await.unwrap();
     let mut claimed: Vec<_> = claimed.into_iter().map(|e| e.receipt).collect();
     let mut receipts: Vec<_> = read.iter().map(|e| e.receipt.clone()).collect();
     claimed.sort_by(|a, b| a.id.cmp(&b.id));
     receipts.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(claimed, receipts);
 
-    // Acknowledged, they are gone for good.
-    store.outbox_ack(&receipts[..1]).await.unwrap();
+    // Acknowledged by the audit drain, they wait for the webhooks, which
+    // read every one of them too.
+    store.outbox_ack(Audit, &receipts).await.unwrap();
+    assert!(
+        store
+            .outbox_reclaim(Audit, "b", 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.outbox_read(Audit, "a", 100).await.unwrap().is_empty());
+    assert_eq!(store.outbox_stats(Audit).await.unwrap().pending, 0);
     assert_eq!(
-        store.outbox_stats().await.unwrap().backlog,
+        store.outbox_stats(Webhooks).await.unwrap().backlog,
+        all.len() as u64
+    );
+    let hooks = store.outbox_read(Webhooks, "w", 100).await.unwrap();
+    let events: Vec<AuditEvent> = hooks.iter().map(|e| e.event.clone().unwrap()).collect();
+    assert_eq!(events, all);
+    let receipts: Vec<_> = hooks.iter().map(|e| e.receipt.clone()).collect();
+
+    // Acknowledged by both, they are gone for good.
+    store.outbox_ack(Webhooks, &receipts[..1]).await.unwrap();
+    assert_eq!(
+        store.outbox_stats(Webhooks).await.unwrap().backlog,
         all.len() as u64 - 1
     );
-    store.outbox_ack(&receipts).await.unwrap();
-    assert_eq!(store.outbox_stats().await.unwrap(), OutboxStats::default());
-    assert!(store.outbox_reclaim("b", 0, 100).await.unwrap().is_empty());
-    assert!(store.outbox_read("a", 100).await.unwrap().is_empty());
+    store.outbox_ack(Webhooks, &receipts).await.unwrap();
+    assert_eq!(
+        store.outbox_stats(Webhooks).await.unwrap(),
+        OutboxStats::default()
+    );
+    assert_eq!(
+        store.outbox_stats(Audit).await.unwrap(),
+        OutboxStats::default()
+    );
+}
+
+/// A delivery for `session`, as the deliverer would make it.
+fn delivery(id: &str, session: SessionId) -> Delivery {
+    Delivery {
+        event_id: id.to_owned(),
+        session_id: session,
+        kind: "session.timeout".into(),
+        url: "http://127.0.0.1:9/hooks".into(),
+        body: r#"{"type":"session.timeout"}"#.into(),
+        attempts: 0,
+        event_ms: T0.ms(),
+        last_error: None,
+        failed_ms: None,
+    }
+}
+
+pub async fn webhook_deliveries_are_leased_retried_and_dead_lettered(store: Arc<dyn Store>) {
+    let a = session().session_id;
+    let b = SessionId(uuid::Uuid::new_v4());
+    let t = T0.ms();
+    store
+        .webhook_schedule(&[(delivery("e1", a), t), (delivery("e2", b), t + 5_000)])
+        .await
+        .unwrap();
+    assert_eq!(store.webhook_stats().await.unwrap().scheduled, 2);
+
+    // Due ones are leased to one claimer until the lease ends.
+    let claimed = store.webhook_claim(t, t + 30_000, 10).await.unwrap();
+    assert_eq!(claimed, [delivery("e1", a)]);
+    let second = store
+        .webhook_claim(t + 5_000, t + 35_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(second, [delivery("e2", b)], "e1 is leased");
+    store
+        .webhook_settle(&second[0], Settle::Delivered)
+        .await
+        .unwrap();
+    let lapsed = store
+        .webhook_claim(t + 30_000, t + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        lapsed
+            .iter()
+            .map(|d| d.event_id.as_str())
+            .collect::<Vec<_>>(),
+        ["e1"]
+    );
+
+    // A failed attempt is due again at its retry, with what went wrong.
+    let mut failed = delivery("e1", a);
+    failed.attempts = 1;
+    failed.last_error = Some("HTTP 500".into());
+    store
+        .webhook_settle(&failed, Settle::RetryAt(t + 70_000))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .webhook_claim(t + 69_999, t + 99_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .webhook_claim(t + 70_000, t + 99_000, 10)
+            .await
+            .unwrap(),
+        [failed.clone()]
+    );
+
+    // The last failure dead-letters it; a retry puts it back, afresh.
+    failed.attempts = 8;
+    failed.failed_ms = Some(t + 80_000);
+    store.webhook_settle(&failed, Settle::Dead).await.unwrap();
+    assert_eq!(
+        store.webhook_dead_letters(10).await.unwrap(),
+        [failed.clone()]
+    );
+    assert_eq!(
+        store.webhook_stats().await.unwrap(),
+        WebhookStats {
+            scheduled: 0,
+            dead: 1
+        }
+    );
+    assert!(
+        store
+            .webhook_claim(t + 200_000, t + 230_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "dead letters are not delivered"
+    );
+    assert!(!store.webhook_revive("nope", t).await.unwrap());
+    assert!(store.webhook_revive("e1", t + 200_000).await.unwrap());
+    assert!(
+        !store.webhook_revive("e1", t + 200_000).await.unwrap(),
+        "revived once"
+    );
+    assert!(store.webhook_dead_letters(10).await.unwrap().is_empty());
+    let revived = store
+        .webhook_claim(t + 200_000, t + 230_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(revived, [delivery("e1", a)], "attempts counted afresh");
+
+    // Delivered, it is forgotten.
+    store
+        .webhook_settle(&revived[0], Settle::Delivered)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.webhook_stats().await.unwrap(),
+        WebhookStats::default()
+    );
 }
 
 pub async fn due_entries_are_leased_to_one_claimer(store: Arc<dyn Store>) {
@@ -332,7 +479,7 @@ pub async fn subscribers_get_exactly_their_sessions_messages(store: Arc<dyn Stor
         .compare_and_set(write(&a3, 2, &msg("a3")))
         .await
         .unwrap();
-    let event = AuditEvent::deleted(b.session_id, 2, T0);
+    let event = AuditEvent::deleted(&b, T0);
     store
         .delete(b.session_id, 1, &event, &msg("b-deleted"))
         .await
@@ -486,6 +633,7 @@ macro_rules! conformance {
                 compare_and_set_checks_the_version,
                 delete_is_versioned_and_removes_everything,
                 outbox_events_stay_until_acknowledged,
+                webhook_deliveries_are_leased_retried_and_dead_lettered,
                 due_entries_are_leased_to_one_claimer,
                 claims_respect_the_limit,
                 reindex_only_touches_the_version_it_read,
@@ -508,14 +656,20 @@ macro_rules! conformance {
     };
 }
 
+/// Every store here has both outbox consumers: the audit drain and the webhooks.
 async fn memory_store() -> (Arc<dyn Store>, ()) {
-    (Arc::new(MemoryStore::new(Clock::manual(T0).0, 3600)), ())
+    let store = MemoryStore::new(Clock::manual(T0).0, 3600).with_outbox(&OutboxGroup::ALL);
+    (Arc::new(store), ())
 }
 
 /// A Redis store on its own fresh `redis-server`.
 async fn redis_store() -> (Arc<dyn Store>, RedisServer) {
     let server = RedisServer::start();
-    let store = RedisStore::connect(server.store_options()).await.unwrap();
+    let options = RedisOptions {
+        outbox: OutboxGroup::ALL.to_vec(),
+        ..server.store_options()
+    };
+    let store = RedisStore::connect(options).await.unwrap();
     (Arc::new(store), server)
 }
 
@@ -524,7 +678,11 @@ async fn cluster_store() -> (Arc<dyn Store>, RedisCluster) {
     let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3, 1))
         .await
         .unwrap();
-    let store = RedisStore::connect(cluster.store_options()).await.unwrap();
+    let options = RedisOptions {
+        outbox: OutboxGroup::ALL.to_vec(),
+        ..cluster.store_options()
+    };
+    let store = RedisStore::connect(options).await.unwrap();
     (Arc::new(store), cluster)
 }
 

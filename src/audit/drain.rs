@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::postgres::{AuditDb, DbError};
 use crate::clock::Clock;
-use crate::store::{OutboxEntry, Receipt, Store};
+use crate::store::{OutboxEntry, OutboxGroup, Receipt, Store};
 
 /// Most events per INSERT, and longest a batch waits to fill.
 const BATCH_MAX: usize = 500;
@@ -128,7 +128,12 @@ async fn read(
             if claim {
                 last_claim = Some(Instant::now());
                 entries = store
-                    .outbox_reclaim(&options.consumer, claim_idle_ms, READ_LIMIT)
+                    .outbox_reclaim(
+                        OutboxGroup::Audit,
+                        &options.consumer,
+                        claim_idle_ms,
+                        READ_LIMIT,
+                    )
                     .await?;
                 if !entries.is_empty() {
                     tracing::info!(
@@ -139,7 +144,11 @@ async fn read(
                     last_claim = None;
                 }
             }
-            entries.extend(store.outbox_read(&options.consumer, READ_LIMIT).await?);
+            entries.extend(
+                store
+                    .outbox_read(OutboxGroup::Audit, &options.consumer, READ_LIMIT)
+                    .await?,
+            );
             Ok::<_, crate::store::StoreError>(())
         };
         if let Err(e) = polled.await {
@@ -272,7 +281,7 @@ async fn commit(
     }
     // Committed. An acknowledgement that fails leaves the events pending:
     // they are claimed and inserted again, which changes nothing.
-    if let Err(e) = store.outbox_ack(&receipts).await {
+    if let Err(e) = store.outbox_ack(OutboxGroup::Audit, &receipts).await {
         metrics::counter!("synckairos_audit_failures_total", "stage" => "ack").increment(1);
         tracing::warn!(error = %e, "acknowledging committed audit events failed; they will be re-read");
     }
@@ -288,7 +297,7 @@ async fn gauges(store: Arc<dyn Store>, clock: Clock, shutdown: CancellationToken
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Ok(stats) = store.outbox_stats().await else {
+        let Ok(stats) = store.outbox_stats(OutboxGroup::Audit).await else {
             continue; // the store is down; /ready says so
         };
         metrics::gauge!("synckairos_audit_outbox_backlog").set(stats.backlog as f64);

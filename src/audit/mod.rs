@@ -26,10 +26,14 @@ pub struct AuditEvent {
     pub version: u64,
     /// What happened, to whom, and when.
     pub event: Event,
-    /// The state right after the write; on the last event of each write only
-    /// (all events of a write share its version), absent for deletions.
+    /// The state right after the write (on every event of the write, so a
+    /// webhook can show it), absent for deletions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_snapshot: Option<StateJson>,
+    /// The session's own webhook endpoint, if it has one (a deletion has no
+    /// snapshot to find it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
 }
 
 impl AuditEvent {
@@ -41,18 +45,20 @@ impl AuditEvent {
             version: state.version,
             event: event.clone(),
             state_snapshot: snapshot,
+            webhook_url: state.webhook_url.clone(),
         }
     }
 
-    /// The `session_deleted` record for a session; `version` is the one the
+    /// The `session_deleted` record for `session`, at the version the
     /// deletion would have written.
-    pub fn deleted(session_id: SessionId, version: u64, at: Timestamp) -> Self {
+    pub fn deleted(session: &Session, at: Timestamp) -> Self {
         Self {
             id: Uuid::now_v7(),
-            session_id,
-            version,
+            session_id: session.session_id,
+            version: session.version + 1,
             event: Event::new(EventKind::SessionDeleted, at),
             state_snapshot: None,
+            webhook_url: session.webhook_url.clone(),
         }
     }
 }

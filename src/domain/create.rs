@@ -61,7 +61,12 @@ pub struct NewSession {
     pub action_on_timeout: ActionOnTimeout,
     pub auto_advance: bool,
     pub time_control: Option<TimeControl>,
+    /// Checked against `WEBHOOK_ALLOWED_URLS` by the HTTP layer, which knows them.
+    pub webhook_url: Option<String>,
 }
+
+/// Longest `webhook_url` accepted.
+pub const MAX_URL_CHARS: usize = 2_048;
 
 impl NewSession {
     /// Parses a create body; unknown fields are ignored (API.md).
@@ -105,6 +110,16 @@ impl NewSession {
                 "is required when sync_mode is per_cycle",
             ));
         }
+        let webhook_url = optional(obj, "webhook_url").and_then(|v| match v.as_str() {
+            Some(u) if u.chars().count() <= MAX_URL_CHARS => Some(u.to_owned()),
+            _ => {
+                errs.push(FieldError::new(
+                    "webhook_url",
+                    format!("must be a string of at most {MAX_URL_CHARS} characters"),
+                ));
+                None
+            }
+        });
         let time_control = optional(obj, "time_control")
             .and_then(|v| time_control::parse(v, sync_mode, &mut errs));
         if let Some(tc) = &time_control {
@@ -163,6 +178,7 @@ impl NewSession {
                     action_on_timeout,
                     auto_advance,
                     time_control,
+                    webhook_url,
                 })
             }
             _ => Err(errs),
@@ -215,6 +231,7 @@ impl NewSession {
             extension_ms: matches!(self.time_control, Some(TimeControl::SoftClose { .. }))
                 .then_some(0),
             time_control: self.time_control,
+            webhook_url: self.webhook_url,
         };
         Transition {
             session,

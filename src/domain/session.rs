@@ -182,6 +182,9 @@ pub struct Session {
     /// Soft close: the time added to the session clock so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension_ms: Option<i64>,
+    /// Where this session's webhooks go instead of `WEBHOOK_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
 }
 
 impl Session {

@@ -184,6 +184,8 @@ pub struct SessionView<'a> {
     pub time_control: Option<&'a TimeControl>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extension_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<&'a str>,
 }
 
 /// Derives the wire view of `s` at `now`.
@@ -213,6 +215,7 @@ pub fn view(s: &Session, now: Timestamp) -> SessionView<'_> {
         expired_participant_id: s.expired_participant_id,
         time_control: s.time_control.as_ref(),
         extension_ms: s.extension_ms,
+        webhook_url: s.webhook_url.as_deref(),
     }
 }
 

@@ -32,6 +32,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("rest.js", JS, sdk!("rest.js")),
     ("timing.js", JS, sdk!("timing.js")),
     ("types.js", JS, sdk!("types.js")),
+    ("webhook.js", JS, sdk!("webhook.js")),
 ];
 
 /// GET /demo

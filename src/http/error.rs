@@ -48,6 +48,10 @@ pub enum ApiError {
     AuditUnavailable(String),
     /// 503: this deployment keeps no audit trail (`DATABASE_URL` unset).
     AuditDisabled,
+    /// 503: this deployment sends no webhooks (`WEBHOOK_SECRET` unset).
+    WebhooksDisabled,
+    /// 404: no dead letter has that event id.
+    DeadLetterNotFound(String),
     /// 500: anything else; the cause is logged, not returned.
     Internal(String),
     /// 404 for a path no route matches.
@@ -145,6 +149,13 @@ impl ApiError {
                 "This deployment keeps no audit trail".into(),
                 None,
             ),
+            WebhooksDisabled => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "WEBHOOKS_DISABLED",
+                "This deployment sends no webhooks".into(),
+                None,
+            ),
+            DeadLetterNotFound(m) => (StatusCode::NOT_FOUND, "NOT_FOUND", m.clone(), None),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL_ERROR",
@@ -276,11 +287,19 @@ impl From<EngineError> for ApiError {
             EngineError::SwitchLimited { limit, decision } => {
                 ApiError::RateLimited { limit, decision }
             }
-            EngineError::Store(StoreError::Unavailable(cause)) => {
+            EngineError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(cause) => {
                 tracing::warn!(%cause, "state store unavailable");
                 ApiError::Unavailable
             }
-            EngineError::Store(e) => ApiError::Internal(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
         }
     }
 }

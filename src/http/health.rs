@@ -1,5 +1,6 @@
 //! Operational endpoints: liveness, readiness, server time, metrics.
 
+use crate::webhooks::deliver::FAILING_AFTER;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -38,13 +39,26 @@ pub async fn ready(State(app): State<AppState>) -> Response {
                     _ => "unreachable",
                 },
             };
-            let status = if audit == "unreachable" {
+            // Webhooks that keep failing degrade the instance, but it still
+            // serves: the deliveries wait on the schedule.
+            let webhooks = app.webhooks.as_ref().map(|d| {
+                let now = app.engine.clock().now().ms();
+                match d.health.failing_for(now) {
+                    Some(failing) if failing >= FAILING_AFTER => {
+                        format!("failing for {} s", failing.as_secs())
+                    }
+                    _ => "ok".to_owned(),
+                }
+            });
+            let status = if audit == "unreachable" || webhooks.as_deref().is_some_and(|w| w != "ok")
+            {
                 "degraded"
             } else {
                 "ready"
             };
-            Json(json!({ "status": status, "backend": store.backend(), "audit": audit }))
-                .into_response()
+            let mut body = json!({ "status": status, "backend": store.backend(), "audit": audit });
+            body["webhooks"] = json!(webhooks.as_deref().unwrap_or("off"));
+            Json(body).into_response()
         }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod ratelimit;
 pub mod request_id;
 pub mod sessions;
+pub mod webhooks;
 pub mod ws;
 
 use std::any::Any;
@@ -50,6 +51,7 @@ use crate::auth::Auth;
 use crate::config::{AuthMode, Config};
 use crate::engine::Engine;
 use crate::fanout::Hub;
+use crate::webhooks::deliver::Deliverer;
 use error::ApiError;
 use tokio_util::task::TaskTracker;
 
@@ -70,6 +72,9 @@ pub struct AppState {
     pub max_body: usize,
     /// `REDIS_TIMEOUT_MS`: what all of one request's store calls may take.
     pub store_budget: Duration,
+    /// The webhook deliverer, when webhooks are configured: its settings
+    /// admit sessions' own URLs, its health shows on `/ready`.
+    pub webhooks: Option<Arc<Deliverer>>,
 }
 
 /// A router that records the `(method, path)` of every route it is given.
@@ -119,6 +124,12 @@ fn route_table() -> RouteTable {
             Method::POST,
             "/v1/sessions/{id}/complete",
             sessions::complete,
+        )
+        .add(Method::GET, "/v1/webhooks/failed", webhooks::failed)
+        .add(
+            Method::POST,
+            "/v1/webhooks/failed/{event_id}/retry",
+            webhooks::retry,
         )
         .add(Method::GET, "/v1/time", health::time)
         .add(Method::GET, "/health", health::health)

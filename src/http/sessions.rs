@@ -42,8 +42,31 @@ pub async fn create(
     caller.operate()?;
     let body = body.ok_or_else(|| ApiError::field("body", "is required"))?;
     let new = NewSession::parse(&body).map_err(|details| ApiError::Validation { details })?;
+    if let Some(url) = &new.webhook_url {
+        admit_webhook_url(&app, url)?;
+    }
     let snapshot = app.engine.create(new).await?;
     Ok(state_response(StatusCode::CREATED, &snapshot))
+}
+
+/// A session's own `webhook_url` must be under a prefix of
+/// `WEBHOOK_ALLOWED_URLS`, so no client can make the server call anywhere.
+fn admit_webhook_url(app: &AppState, url: &str) -> Result<(), ApiError> {
+    let Some(deliverer) = &app.webhooks else {
+        return Err(ApiError::field(
+            "webhook_url",
+            "webhooks are not configured on this server",
+        ));
+    };
+    let parsed =
+        crate::webhooks::parse_session_url(url).map_err(|e| ApiError::field("webhook_url", e))?;
+    if !deliverer.settings.admits(&parsed) {
+        return Err(ApiError::field(
+            "webhook_url",
+            "must be under one of the server's WEBHOOK_ALLOWED_URLS",
+        ));
+    }
+    Ok(())
 }
 
 /// GET /v1/sessions/{id}

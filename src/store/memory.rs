@@ -13,8 +13,8 @@ use bytes::Bytes;
 use tokio::sync::{Notify, broadcast};
 
 use super::{
-    FeedEvent, OutboxEntry, OutboxStats, Receipt, Store, StoreError, Swept, Write, expiry_after,
-    gcra, index_needs_repair,
+    Delivery, FeedEvent, OutboxEntry, OutboxGroup, OutboxStats, Receipt, Settle, Store, StoreError,
+    Swept, WebhookStats, Write, expiry_after, gcra, index_needs_repair,
 };
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
@@ -41,8 +41,8 @@ pub struct MemoryStore {
     /// Wakes the scheduler when a deadline earlier than the one it sleeps
     /// towards may have been indexed.
     due_changed: Notify,
-    /// Whether writes append their audit events to the outbox.
-    outbox: bool,
+    /// The outbox's consumers (none: writes keep no events).
+    groups: Vec<OutboxGroup>,
     /// Client key hash → GCRA theoretical arrival time (µs).
     limits: Mutex<HashMap<u64, i64>>,
 }
@@ -63,13 +63,26 @@ struct Inner {
     outbox_bytes: usize,
     /// Sequence number of the next appended event (its receipt id).
     next_seq: u64,
+    /// The webhook schedule: (due, event id), and the deliveries by event id.
+    webhook_due: BTreeSet<(i64, String)>,
+    webhooks: HashMap<String, (i64, Delivery)>,
+    dead_letters: HashMap<String, Delivery>,
 }
 
-/// An outbox event, with when a consumer was last given it.
+/// An outbox event, with when each group's consumer was last given it and
+/// whether the group is done with it.
 struct Queued {
     seq: u64,
     event: AuditEvent,
-    delivered_at: Option<i64>,
+    delivered_at: [Option<i64>; 2],
+    acked: [bool; 2],
+}
+
+fn slot(group: OutboxGroup) -> usize {
+    match group {
+        OutboxGroup::Audit => 0,
+        OutboxGroup::Webhooks => 1,
+    }
 }
 
 struct Entry {
@@ -89,28 +102,38 @@ impl MemoryStore {
             ttl_ms: i64::try_from(ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX),
             feed: broadcast::channel(FEED_CAPACITY).0,
             due_changed: Notify::new(),
-            outbox: true,
+            groups: vec![OutboxGroup::Audit],
             limits: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Whether writes keep their audit events in the outbox (on by default);
-    /// off when no drain will ever read them.
-    pub fn with_outbox(self, outbox: bool) -> Self {
-        Self { outbox, ..self }
+    /// The outbox's consumers (the audit drain alone by default); none
+    /// when nothing will ever read it.
+    pub fn with_outbox(self, groups: &[OutboxGroup]) -> Self {
+        Self {
+            groups: groups.to_vec(),
+            ..self
+        }
     }
 
-    /// Hands out the events `pick` selects, marking them delivered now.
-    fn deliver(&self, limit: usize, pick: impl Fn(&Queued) -> bool) -> Vec<OutboxEntry> {
+    /// Hands out the events `pick` selects among those `group` has not
+    /// acknowledged, marking them delivered to it now.
+    fn deliver(
+        &self,
+        group: OutboxGroup,
+        limit: usize,
+        pick: impl Fn(Option<i64>) -> bool,
+    ) -> Vec<OutboxEntry> {
         let now = self.clock.now().ms();
+        let g = slot(group);
         let mut inner = self.lock();
         inner
             .outbox
             .iter_mut()
-            .filter(|q| pick(q))
+            .filter(|q| !q.acked[g] && pick(q.delivered_at[g]))
             .take(limit)
             .map(|q| {
-                q.delivered_at = Some(now);
+                q.delivered_at[g] = Some(now);
                 OutboxEntry {
                     receipt: Receipt {
                         bucket: 0,
@@ -147,8 +170,8 @@ impl MemoryStore {
             },
         );
         inner.set_due(id, write.deadline.map(Timestamp::ms));
-        if self.outbox {
-            inner.append(write.events);
+        if !self.groups.is_empty() {
+            inner.append(write.events, &self.groups);
         }
         self.publish(inner, id, write.message);
         self.due_changed.notify_one();
@@ -192,6 +215,13 @@ impl Inner {
         }
     }
 
+    /// Takes a delivery off the webhook schedule.
+    fn unschedule(&mut self, event_id: &str) -> Option<Delivery> {
+        let (due, d) = self.webhooks.remove(event_id)?;
+        self.webhook_due.remove(&(due, event_id.to_owned()));
+        Some(d)
+    }
+
     fn set_due(&mut self, id: SessionId, at: Option<i64>) {
         if let Some(old) = self.due_of.remove(&id) {
             self.due.remove(&(old, id));
@@ -202,13 +232,16 @@ impl Inner {
         }
     }
 
-    fn append(&mut self, events: &[AuditEvent]) {
+    fn append(&mut self, events: &[AuditEvent], groups: &[OutboxGroup]) {
+        // A group that does not consume counts as done.
+        let acked = [OutboxGroup::Audit, OutboxGroup::Webhooks].map(|g| !groups.contains(&g));
         for e in events {
             self.outbox_bytes += snapshot_bytes(e);
             self.outbox.push_back(Queued {
                 seq: self.next_seq,
                 event: e.clone(),
-                delivered_at: None,
+                delivered_at: [None; 2],
+                acked,
             });
             self.next_seq += 1;
         }
@@ -287,8 +320,8 @@ impl Store for MemoryStore {
             return Err(StoreError::Conflict { actual });
         }
         inner.remove(id);
-        if self.outbox {
-            inner.append(std::slice::from_ref(event));
+        if !self.groups.is_empty() {
+            inner.append(std::slice::from_ref(event), &self.groups);
         }
         self.publish(&inner, id, message);
         Ok(())
@@ -402,14 +435,16 @@ impl Store for MemoryStore {
 
     async fn outbox_read(
         &self,
+        group: OutboxGroup,
         _consumer: &str,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        Ok(self.deliver(limit, |q| q.delivered_at.is_none()))
+        Ok(self.deliver(group, limit, |at| at.is_none()))
     }
 
     async fn outbox_reclaim(
         &self,
+        group: OutboxGroup,
         _consumer: &str,
         min_idle_ms: u64,
         limit: usize,
@@ -419,15 +454,19 @@ impl Store for MemoryStore {
             .now()
             .ms()
             .saturating_sub(i64::try_from(min_idle_ms).unwrap_or(i64::MAX));
-        Ok(self.deliver(limit, |q| q.delivered_at.is_some_and(|at| at <= idle_since)))
+        Ok(self.deliver(group, limit, |at| at.is_some_and(|at| at <= idle_since)))
     }
 
-    async fn outbox_ack(&self, receipts: &[Receipt]) -> Result<(), StoreError> {
+    async fn outbox_ack(&self, group: OutboxGroup, receipts: &[Receipt]) -> Result<(), StoreError> {
         let acked: HashSet<u64> = receipts.iter().filter_map(|r| r.id.parse().ok()).collect();
+        let g = slot(group);
         let mut inner = self.lock();
         let mut freed = 0;
-        inner.outbox.retain(|q| {
-            let keep = !acked.contains(&q.seq);
+        inner.outbox.retain_mut(|q| {
+            if acked.contains(&q.seq) {
+                q.acked[g] = true;
+            }
+            let keep = !q.acked.iter().all(|&a| a);
             if !keep {
                 freed += snapshot_bytes(&q.event);
             }
@@ -437,20 +476,104 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+    async fn outbox_stats(&self, group: OutboxGroup) -> Result<OutboxStats, StoreError> {
+        let g = slot(group);
         let inner = self.lock();
         Ok(OutboxStats {
+            // As on Redis: what the outbox holds for any group.
             backlog: inner.outbox.len() as u64,
             pending: inner
                 .outbox
                 .iter()
-                .filter(|q| q.delivered_at.is_some())
+                .filter(|q| !q.acked[g] && q.delivered_at[g].is_some())
                 .count() as u64,
             // UUIDv7 ids carry the instant they were made, just before the write.
             oldest: inner.outbox.front().and_then(|q| {
                 let (secs, nanos) = q.event.id.get_timestamp()?.to_unix();
                 Some(Timestamp(secs as i64 * 1000 + i64::from(nanos / 1_000_000)))
             }),
+        })
+    }
+
+    async fn webhook_schedule(&self, deliveries: &[(Delivery, i64)]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for (d, due) in deliveries {
+            inner.unschedule(&d.event_id);
+            inner.webhook_due.insert((*due, d.event_id.clone()));
+            inner.webhooks.insert(d.event_id.clone(), (*due, d.clone()));
+        }
+        Ok(())
+    }
+
+    async fn webhook_claim(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut inner = self.lock();
+        let due: Vec<String> = inner
+            .webhook_due
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let mut claimed = Vec::with_capacity(due.len());
+        for id in due {
+            if let Some(d) = inner.unschedule(&id) {
+                inner.webhook_due.insert((lease_until_ms, id.clone()));
+                inner.webhooks.insert(id, (lease_until_ms, d.clone()));
+                claimed.push(d);
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn webhook_settle(&self, delivery: &Delivery, outcome: Settle) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.unschedule(&delivery.event_id);
+        match outcome {
+            Settle::Delivered => {}
+            Settle::RetryAt(due) => {
+                inner.webhook_due.insert((due, delivery.event_id.clone()));
+                inner
+                    .webhooks
+                    .insert(delivery.event_id.clone(), (due, delivery.clone()));
+            }
+            Settle::Dead => {
+                inner
+                    .dead_letters
+                    .insert(delivery.event_id.clone(), delivery.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn webhook_dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let inner = self.lock();
+        let mut dead: Vec<Delivery> = inner.dead_letters.values().cloned().collect();
+        dead.sort_by_key(|d| (d.failed_ms, d.event_id.clone()));
+        dead.truncate(limit);
+        Ok(dead)
+    }
+
+    async fn webhook_revive(&self, event_id: &str, due_ms: i64) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let Some(d) = inner.dead_letters.remove(event_id) else {
+            return Ok(false);
+        };
+        let d = d.afresh();
+        inner.webhook_due.insert((due_ms, d.event_id.clone()));
+        inner.webhooks.insert(d.event_id.clone(), (due_ms, d));
+        Ok(true)
+    }
+
+    async fn webhook_stats(&self) -> Result<WebhookStats, StoreError> {
+        let inner = self.lock();
+        Ok(WebhookStats {
+            scheduled: inner.webhooks.len() as u64,
+            dead: inner.dead_letters.len() as u64,
         })
     }
 

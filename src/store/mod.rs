@@ -238,8 +238,85 @@ pub fn gcra(
     (decision, Some(new_tat))
 }
 
-/// The consumer group every instance's drain reads the outbox with.
-pub const OUTBOX_GROUP: &str = "audit";
+/// The consumers of the outbox, each a consumer group every instance reads
+/// with. An entry is removed once every group has acknowledged it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutboxGroup {
+    /// The audit drain to PostgreSQL.
+    Audit,
+    /// Webhook deliveries.
+    Webhooks,
+}
+
+impl OutboxGroup {
+    pub const ALL: [OutboxGroup; 2] = [OutboxGroup::Audit, OutboxGroup::Webhooks];
+
+    /// The group's name on the streams.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutboxGroup::Audit => "audit",
+            OutboxGroup::Webhooks => "webhooks",
+        }
+    }
+}
+
+/// A webhook waiting in the store, from its event's acceptance until a 2xx
+/// (or the dead letters): due at once and leased to the instance delivering
+/// it, or due at its next retry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The event's id: the `webhook-id` of every attempt.
+    pub event_id: String,
+    pub session_id: SessionId,
+    /// The webhook type (`session.timeout`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: String,
+    /// The body, fixed when the event was accepted: every attempt sends it.
+    pub body: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the event happened (epoch ms), for the commit-to-2xx latency.
+    pub event_ms: i64,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When it was dead-lettered (epoch ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_ms: Option<i64>,
+}
+
+impl Delivery {
+    /// A dead letter sent again: its attempts counted afresh.
+    pub fn afresh(self) -> Self {
+        Self {
+            attempts: 0,
+            last_error: None,
+            failed_ms: None,
+            ..self
+        }
+    }
+}
+
+/// What became of an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// A 2xx: forget it.
+    Delivered,
+    /// Try again at this instant (epoch ms).
+    RetryAt(i64),
+    /// No more attempts: keep it with the dead letters.
+    Dead,
+}
+
+/// The webhook schedule's size, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WebhookStats {
+    /// Deliveries waiting or in flight.
+    pub scheduled: u64,
+    /// Dead letters kept.
+    pub dead: u64,
+}
 
 /// The state store. Implementations are cheap to share (`Arc<dyn Store>`).
 #[async_trait]
@@ -315,6 +392,7 @@ pub trait Store: Send + Sync + 'static {
     /// means no bucket has more waiting.
     async fn outbox_read(
         &self,
+        group: OutboxGroup,
         consumer: &str,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
@@ -323,16 +401,43 @@ pub trait Store: Send + Sync + 'static {
     /// has held for at least `min_idle_ms` (it died, or is stuck), for `consumer`.
     async fn outbox_reclaim(
         &self,
+        group: OutboxGroup,
         consumer: &str,
         min_idle_ms: u64,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
 
-    /// Acknowledges and removes committed events.
-    async fn outbox_ack(&self, receipts: &[Receipt]) -> Result<(), StoreError>;
+    /// Acknowledges events `group` is done with; each is removed once no
+    /// other group still has it to read or pending.
+    async fn outbox_ack(&self, group: OutboxGroup, receipts: &[Receipt]) -> Result<(), StoreError>;
 
-    /// The outbox's size and age, for metrics.
-    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
+    /// The outbox's size and age as `group` sees it, for metrics.
+    async fn outbox_stats(&self, group: OutboxGroup) -> Result<OutboxStats, StoreError>;
+
+    /// Puts deliveries on the webhook schedule (or back on it), due at the
+    /// given instants (epoch ms); one already there is replaced.
+    async fn webhook_schedule(&self, deliveries: &[(Delivery, i64)]) -> Result<(), StoreError>;
+
+    /// Leases up to `limit` deliveries due at `now_ms` until `lease_until_ms`
+    /// (then they are due again, for any instance), oldest due first.
+    async fn webhook_claim(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records an attempt's outcome: done, due again later, or dead-lettered.
+    async fn webhook_settle(&self, delivery: &Delivery, outcome: Settle) -> Result<(), StoreError>;
+
+    /// Up to `limit` dead letters, oldest failure first.
+    async fn webhook_dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Moves a dead letter back on the schedule, due at `due_ms` with its
+    /// attempts counted afresh; false if there is no such dead letter.
+    async fn webhook_revive(&self, event_id: &str, due_ms: i64) -> Result<bool, StoreError>;
+
+    async fn webhook_stats(&self) -> Result<WebhookStats, StoreError>;
 
     /// Whether the backend answers; `/ready` reports this.
     async fn ping(&self) -> Result<(), StoreError>;

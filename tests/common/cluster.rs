@@ -91,7 +91,7 @@ impl RedisCluster {
             ttl_seconds: 3600,
             timeout: Duration::from_secs(1),
             pool_size: 2,
-            outbox: true,
+            outbox: vec![synckairos::store::OutboxGroup::Audit],
         }
     }
 

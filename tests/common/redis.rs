@@ -57,7 +57,7 @@ impl RedisServer {
             ttl_seconds: 3600,
             timeout: std::time::Duration::from_secs(1),
             pool_size: 2,
-            outbox: true,
+            outbox: vec![synckairos::store::OutboxGroup::Audit],
         }
     }
 

@@ -128,9 +128,29 @@ impl Layout {
         format!("sk:{{{}}}:due", self.tag(b))
     }
 
-    /// The audit outbox stream of a bucket.
+    /// The outbox stream of a bucket (read by the audit drain and the webhooks).
     pub fn audit(&self, b: u16) -> String {
         format!("sk:{{{}}}:audit", self.tag(b))
+    }
+
+    /// The webhook schedule of a bucket (event id → due, or lease end).
+    pub fn webhook_due(&self, b: u16) -> String {
+        format!("sk:{{{}}}:wh:due", self.tag(b))
+    }
+
+    /// The webhook deliveries of a bucket (event id → delivery JSON).
+    pub fn webhooks(&self, b: u16) -> String {
+        format!("sk:{{{}}}:wh:q", self.tag(b))
+    }
+
+    /// The webhook dead letters of a bucket (event id → delivery JSON).
+    pub fn webhook_dead(&self, b: u16) -> String {
+        format!("sk:{{{}}}:wh:dead", self.tag(b))
+    }
+
+    /// The keys of bucket `b`'s webhook schedule, as `webhook.lua` expects them.
+    pub fn webhook_keys(&self, b: u16) -> Vec<String> {
+        vec![self.webhook_due(b), self.webhooks(b), self.webhook_dead(b)]
     }
 
     /// The shard channel of a session.

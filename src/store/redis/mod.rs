@@ -37,8 +37,8 @@ use thiserror::Error;
 use tokio::sync::broadcast;
 
 use super::{
-    FeedEvent, OUTBOX_GROUP, OutboxEntry, OutboxStats, RateDecision, Receipt, StateJson, Store,
-    StoreError, Swept, Write, expiry_after, index_needs_repair,
+    Delivery, FeedEvent, OutboxEntry, OutboxGroup, OutboxStats, RateDecision, Receipt, Settle,
+    StateJson, Store, StoreError, Swept, WebhookStats, Write, expiry_after, index_needs_repair,
 };
 use crate::audit::AuditEvent;
 use crate::clock::Clock;
@@ -66,8 +66,9 @@ pub struct RedisOptions {
     /// Bound on every command, so an outage answers 503 instead of hanging.
     pub timeout: Duration,
     pub pool_size: usize,
-    /// Append audit events to the outbox streams (only useful with a drain).
-    pub outbox: bool,
+    /// The outbox's consumer groups; none: writes append no events (only
+    /// useful with a drain or webhooks).
+    pub outbox: Vec<OutboxGroup>,
 }
 
 /// Why the Redis backend could not start.
@@ -99,6 +100,8 @@ struct Scripts {
     ack: Script,
     settle: Script,
     earliest: Script,
+    webhook: Script,
+    webhook_claim: Script,
 }
 
 impl Scripts {
@@ -111,10 +114,12 @@ impl Scripts {
             ack: Script::from_lua(include_str!("ack.lua")),
             settle: Script::from_lua(include_str!("settle.lua")),
             earliest: Script::from_lua(include_str!("earliest.lua")),
+            webhook: Script::from_lua(include_str!("webhook.lua")),
+            webhook_claim: Script::from_lua(include_str!("webhook_claim.lua")),
         }
     }
 
-    fn all(&self) -> [&Script; 7] {
+    fn all(&self) -> [&Script; 9] {
         [
             &self.write,
             &self.delete,
@@ -123,6 +128,8 @@ impl Scripts {
             &self.ack,
             &self.settle,
             &self.earliest,
+            &self.webhook,
+            &self.webhook_claim,
         ]
     }
 }
@@ -214,11 +221,13 @@ impl RedisStore {
 
         check_layout(&pool, options.buckets).await?;
         let layout = Layout::new(options.buckets);
-        if options.outbox {
+        for &group in &options.outbox {
             for b in 0..options.buckets {
-                create_group(&pool.next(), &layout, b)
+                create_group(&pool.next(), &layout, b, group)
                     .await
-                    .map_err(|e| ConnectError::Connect(format!("creating the audit group: {e}")))?;
+                    .map_err(|e| {
+                        ConnectError::Connect(format!("creating the {} group: {e}", group.name()))
+                    })?;
             }
         }
         let scripts = Scripts::new();
@@ -353,7 +362,7 @@ impl RedisStore {
             Some(limit) => args.extend([limit.interval_us.into(), i64::from(limit.burst).into()]),
             None => args.extend(["".into(), "".into()]),
         }
-        if self.options.outbox {
+        if !self.options.outbox.is_empty() {
             // A snapshot of the state being written travels once, as ARGV[3].
             for event in write.events {
                 if event.state_snapshot.as_ref() == Some(&write.state) {
@@ -418,7 +427,7 @@ impl Store for RedisStore {
         event: &AuditEvent,
         message: &Bytes,
     ) -> Result<(), StoreError> {
-        let event = if self.options.outbox {
+        let event = if !self.options.outbox.is_empty() {
             encode_event(event)?
         } else {
             String::new()
@@ -548,6 +557,7 @@ impl Store for RedisStore {
 
     async fn outbox_read(
         &self,
+        group: OutboxGroup,
         consumer: &str,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -566,7 +576,7 @@ impl Store for RedisStore {
             let ids = vec![">"; streams.len()];
             let reply = client
                 .xreadgroup::<Value, _, _, _, _>(
-                    OUTBOX_GROUP,
+                    group.name(),
                     consumer,
                     Some(count),
                     None,
@@ -595,7 +605,10 @@ impl Store for RedisStore {
                 }
                 Err(e) => {
                     for &b in buckets {
-                        failed = failed.or(self.on_outbox_error(client, b, e.clone()).await.err());
+                        failed = failed.or(self
+                            .on_outbox_error(client, b, group, e.clone())
+                            .await
+                            .err());
                     }
                 }
             }
@@ -605,6 +618,7 @@ impl Store for RedisStore {
 
     async fn outbox_reclaim(
         &self,
+        group: OutboxGroup,
         consumer: &str,
         min_idle_ms: u64,
         limit: usize,
@@ -615,7 +629,7 @@ impl Store for RedisStore {
             let reply = client
                 .xautoclaim::<Value, _, _, _, _>(
                     self.layout.audit(b),
-                    OUTBOX_GROUP,
+                    group.name(),
                     consumer,
                     min_idle_ms,
                     "0-0",
@@ -635,13 +649,13 @@ impl Store for RedisStore {
                         entries.extend(stream_entries(b, list));
                     }
                 }
-                Err(e) => failed = failed.or(self.on_outbox_error(client, b, e).await.err()),
+                Err(e) => failed = failed.or(self.on_outbox_error(client, b, group, e).await.err()),
             }
         }
         read_or_failed(entries, failed)
     }
 
-    async fn outbox_ack(&self, receipts: &[Receipt]) -> Result<(), StoreError> {
+    async fn outbox_ack(&self, group: OutboxGroup, receipts: &[Receipt]) -> Result<(), StoreError> {
         let mut by_bucket: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
         for r in receipts {
             by_bucket.entry(r.bucket).or_default().push(&r.id);
@@ -657,7 +671,7 @@ impl Store for RedisStore {
         let client = &self.pool.next();
         let acks = calls.into_iter().filter(|c| !c.is_empty()).map(|streams| {
             let keys: Vec<String> = streams.iter().map(|(b, _)| self.layout.audit(*b)).collect();
-            let mut args: Vec<Value> = vec![OUTBOX_GROUP.into()];
+            let mut args: Vec<Value> = vec![group.name().into()];
             args.extend(streams.iter().map(|(_, ids)| Value::from(ids.len() as i64)));
             args.extend(
                 streams
@@ -674,13 +688,13 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+    async fn outbox_stats(&self, group: OutboxGroup) -> Result<OutboxStats, StoreError> {
         let client = &self.pool.next();
         let reads = (0..self.options.buckets).map(|b| async move {
             let key = self.layout.audit(b);
             let (len, pending, first) = tokio::join!(
                 client.xlen::<u64, _>(&key),
-                client.xpending::<Value, _, _, _>(&key, OUTBOX_GROUP, ()),
+                client.xpending::<Value, _, _, _>(&key, group.name(), ()),
                 client.xrange::<Value, _, _, _>(&key, "-", "+", Some(1)),
             );
             (len, pending, first)
@@ -703,6 +717,127 @@ impl Store for RedisStore {
             if let Some(ms) = first_ms {
                 stats.oldest = Some(stats.oldest.map_or(Timestamp(ms), |o| o.min(Timestamp(ms))));
             }
+        }
+        Ok(stats)
+    }
+
+    async fn webhook_schedule(&self, deliveries: &[(Delivery, i64)]) -> Result<(), StoreError> {
+        let client = &self.pool.next();
+        let calls = deliveries.iter().map(|(d, due)| async move {
+            let json = serde_json::to_string(d).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let args: Vec<Value> = vec![
+                "schedule".into(),
+                d.event_id.as_str().into(),
+                json.into(),
+                (*due).into(),
+            ];
+            self.webhook_op(client, d.session_id, args).await.map(drop)
+        });
+        join_all(calls).await.into_iter().collect()
+    }
+
+    async fn webhook_claim(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let client = &self.pool.next();
+        let all: Vec<u16> = (0..self.options.buckets).collect();
+        let groups: Vec<&[u16]> = if self.options.cluster {
+            all.chunks(1).collect()
+        } else {
+            vec![&all]
+        };
+        let args: Vec<Value> = vec![now_ms.into(), lease_until_ms.into(), (limit as i64).into()];
+        let claims = groups.into_iter().map(|buckets| {
+            let keys: Vec<String> = buckets
+                .iter()
+                .flat_map(|&b| [self.layout.webhook_due(b), self.layout.webhooks(b)])
+                .collect();
+            self.scripts
+                .webhook_claim
+                .evalsha_with_reload::<Vec<String>, _, _>(client, keys, args.clone())
+        });
+        let mut claimed = Vec::new();
+        for reply in join_all(claims).await {
+            for json in reply.map_err(unavailable)? {
+                // Our own JSON always decodes; anything else is left to expire.
+                match serde_json::from_str(&json) {
+                    Ok(d) => claimed.push(d),
+                    Err(e) => tracing::error!(error = %e, "undecodable webhook delivery skipped"),
+                }
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn webhook_settle(&self, delivery: &Delivery, outcome: Settle) -> Result<(), StoreError> {
+        let json =
+            || serde_json::to_string(delivery).map_err(|e| StoreError::Corrupt(e.to_string()));
+        let id: Value = delivery.event_id.as_str().into();
+        let args: Vec<Value> = match outcome {
+            Settle::Delivered => vec!["done".into(), id],
+            Settle::RetryAt(due) => vec!["schedule".into(), id, json()?.into(), due.into()],
+            Settle::Dead => vec!["dead".into(), id, json()?.into()],
+        };
+        self.webhook_op(&self.pool.next(), delivery.session_id, args)
+            .await
+            .map(drop)
+    }
+
+    async fn webhook_dead_letters(&self, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let client = &self.pool.next();
+        let reads = (0..self.options.buckets)
+            .map(|b| client.hvals::<Vec<String>, _>(self.layout.webhook_dead(b)));
+        let mut dead: Vec<Delivery> = Vec::new();
+        for reply in join_all(reads).await {
+            dead.extend(
+                reply
+                    .map_err(unavailable)?
+                    .iter()
+                    .filter_map(|json| serde_json::from_str(json).ok()),
+            );
+        }
+        dead.sort_by_key(|d| (d.failed_ms, d.event_id.clone()));
+        dead.truncate(limit);
+        Ok(dead)
+    }
+
+    async fn webhook_revive(&self, event_id: &str, due_ms: i64) -> Result<bool, StoreError> {
+        let client = &self.pool.next();
+        let reads = (0..self.options.buckets)
+            .map(|b| client.hget::<Option<String>, _, _>(self.layout.webhook_dead(b), event_id));
+        let found = join_all(reads)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        let Some(d) = found
+            .into_iter()
+            .flatten()
+            .find_map(|json| serde_json::from_str::<Delivery>(&json).ok())
+        else {
+            return Ok(false);
+        };
+        let d = d.afresh();
+        let json = serde_json::to_string(&d).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let args: Vec<Value> = vec!["revive".into(), event_id.into(), json.into(), due_ms.into()];
+        Ok(self.webhook_op(client, d.session_id, args).await? == 1)
+    }
+
+    async fn webhook_stats(&self) -> Result<WebhookStats, StoreError> {
+        let client = &self.pool.next();
+        let reads = (0..self.options.buckets).map(|b| async move {
+            tokio::join!(
+                client.zcard::<u64, _>(self.layout.webhook_due(b)),
+                client.hlen::<u64, _>(self.layout.webhook_dead(b)),
+            )
+        });
+        let mut stats = WebhookStats::default();
+        for (scheduled, dead) in join_all(reads).await {
+            stats.scheduled += scheduled.map_err(unavailable)?;
+            stats.dead += dead.map_err(unavailable)?;
         }
         Ok(stats)
     }
@@ -756,6 +891,21 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
+    /// Runs one `webhook.lua` operation on the schedule of `session`'s bucket.
+    async fn webhook_op(
+        &self,
+        client: &Client,
+        session: SessionId,
+        args: Vec<Value>,
+    ) -> Result<i64, StoreError> {
+        let keys = self.layout.webhook_keys(self.layout.bucket(session));
+        self.scripts
+            .webhook
+            .evalsha_with_reload::<i64, _, _>(client, keys, args)
+            .await
+            .map_err(unavailable)
+    }
+
     /// A failed outbox read of bucket `b`: a missing group (Redis restarted
     /// empty, or the stream was deleted) is created for the next read; other
     /// errors mean Redis is unavailable.
@@ -763,10 +913,11 @@ impl RedisStore {
         &self,
         client: &Client,
         b: u16,
+        group: OutboxGroup,
         e: fred::error::Error,
     ) -> Result<(), StoreError> {
         if e.details().starts_with("NOGROUP") {
-            create_group(client, &self.layout, b)
+            create_group(client, &self.layout, b, group)
                 .await
                 .map_err(unavailable)
         } else {
@@ -923,11 +1074,16 @@ impl RedisStore {
     }
 }
 
-/// Creates the drain's consumer group on a bucket's outbox stream (and the
-/// stream), from its first entry; one that exists already is left alone.
-async fn create_group(client: &Client, layout: &Layout, b: u16) -> Result<(), fred::error::Error> {
+/// Creates a consumer group on a bucket's outbox stream (and the stream),
+/// from its first entry; one that exists already is left alone.
+async fn create_group(
+    client: &Client,
+    layout: &Layout,
+    b: u16,
+    group: OutboxGroup,
+) -> Result<(), fred::error::Error> {
     match client
-        .xgroup_create::<Value, _, _, _>(layout.audit(b), OUTBOX_GROUP, "0", true)
+        .xgroup_create::<Value, _, _, _>(layout.audit(b), group.name(), "0", true)
         .await
     {
         Err(e) if !e.details().starts_with("BUSYGROUP") => Err(e),
