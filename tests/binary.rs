@@ -94,6 +94,19 @@ fn a_stalled_client_does_not_hold_shutdown_beyond_the_grace_period() {
 
 #[test]
 fn bad_configuration_fails_with_one_clear_line_and_no_backtrace() {
+    // A malformed webhook secret stops the start-up without showing it.
+    let out = binary()
+        .env("WEBHOOK_URL", "http://127.0.0.1:9/hooks")
+        .env("WEBHOOK_SECRET", "not-a-whsec-secret")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("whsec_"), "{err}");
+    assert!(
+        !err.contains("not-a-whsec-secret"),
+        "the secret leaked: {err}"
+    );
+
     for (var, value, expect) in [
         ("PORT", "not-a-port", "invalid value 'not-a-port'"),
         ("SESSION_TTL_SECONDS", "0", "SESSION_TTL_SECONDS"),
@@ -101,6 +114,17 @@ fn bad_configuration_fails_with_one_clear_line_and_no_backtrace() {
         ("REDIS_URL", "mysql://nope", "invalid REDIS_URL"),
         ("DATABASE_URL", "mysql://nope", "invalid DATABASE_URL"),
         ("MIGRATE", "maybe", "invalid value 'maybe'"),
+        (
+            "WEBHOOK_URL",
+            "http://127.0.0.1:9/hooks",
+            "WEBHOOK_SECRET is required",
+        ),
+        (
+            "WEBHOOK_SECRET",
+            "whsec_c3luY2thaXJvcy13ZWJob29rcy10ZXN0cw==",
+            "neither WEBHOOK_URL",
+        ),
+        ("WEBHOOK_RETRY_SCHEDULE", "5 days", "WEBHOOK_RETRY_SCHEDULE"),
     ] {
         let out = binary().env(var, value).output().unwrap();
         assert!(!out.status.success(), "{var}={value} was accepted");

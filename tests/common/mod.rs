@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod postgres;
 pub mod process;
 pub mod raw;
+pub mod receiver;
 pub mod redis;
 pub mod ws;
 
