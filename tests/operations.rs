@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::postgres::PostgresServer;
 use common::process::Instance;
+use common::receiver::{Receiver, SECRET};
 use common::redis::RedisServer;
 use common::ws::WsClient;
 use common::{Rest, metric, participant_ids, session_body};
@@ -61,11 +62,15 @@ async fn every_documented_metric_is_exposed_and_a_scenario_moves_them() {
     let pg = PostgresServer::start();
     let db = pg.database("audit");
     let redis_url = redis.url();
+    let receiver = Receiver::start().await;
+    let hooks = receiver.url("/hooks");
     let instance = Instance::start(&[
         ("REDIS_URL", redis_url.as_str()),
         ("DATABASE_URL", db.as_str()),
         ("SWEEP_INTERVAL_SECONDS", "1"),
         ("METRICS_PORT", "0"),
+        ("WEBHOOK_URL", hooks.as_str()),
+        ("WEBHOOK_SECRET", SECRET),
     ]);
     let rest = Rest::new(&instance.base());
     let scrape = Rest::new(&format!(
@@ -93,6 +98,7 @@ async fn every_documented_metric_is_exposed_and_a_scenario_moves_them() {
     let page = await_metrics(&scrape, |page| {
         metric(page, "synckairos_audit_events_written_total") >= 5.0
             && metric(page, "synckairos_active_sessions") >= 1.0
+            && metric(page, "synckairos_webhook_latency_seconds_count") >= 2.0
     })
     .await;
     for (series, at_least) in [
@@ -116,6 +122,9 @@ async fn every_documented_metric_is_exposed_and_a_scenario_moves_them() {
         ("synckairos_timeout_lag_seconds_count", 1.0),
         ("synckairos_scheduler_claims_total", 1.0),
         ("synckairos_audit_batch_size_count", 1.0),
+        // The timeout and the expiry, delivered (the default selection).
+        (r#"synckairos_webhook_deliveries_total{outcome="delivered"}"#, 2.0),
+        (r#"synckairos_webhook_attempts_total{result="2xx"}"#, 2.0),
     ] {
         assert!(
             metric(&page, series) >= at_least,
