@@ -1,5 +1,5 @@
-// Real parts for the browser tests: the server binary, redis-server on free
-// ports in temp dirs, and Debian's Chromium driven by playwright-core.
+// Real parts for the end-to-end tests: the server binary, redis-server on
+// free ports in temp dirs, and Debian's Chromium driven by playwright-core.
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -26,7 +26,8 @@ export function freePort(): Promise<number> {
   });
 }
 
-async function until(what: string, ok: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
+/** Polls `ok` every 50 ms until it holds, failing after `timeoutMs`. */
+export async function until(what: string, ok: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await ok())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
