@@ -30,18 +30,20 @@ use crate::clock::Clock;
 use crate::store::{Delivery, OutboxEntry, OutboxGroup, Settle, Store};
 
 /// Attempts under way at once towards one URL.
-pub const PER_ENDPOINT: usize = 8;
+pub const PER_ENDPOINT: usize = 16;
 /// Deliveries held by this instance at once (running or waiting for their
 /// endpoint's slot); beyond it, the schedule keeps them.
-pub const IN_FLIGHT: usize = 256;
+pub const IN_FLIGHT: usize = 512;
 /// Of those, at most this many for one URL: a receiver that hangs must not
 /// take every slot from the others.
-const PER_ENDPOINT_HELD: usize = 32;
+const PER_ENDPOINT_HELD: usize = IN_FLIGHT / 4;
 /// Outbox events read per bucket at a time.
 const READ_LIMIT: usize = 64;
-/// How often the schedule is polled for due retries and lapsed leases, and
-/// the longest an idle outbox waits to be read again.
+/// How often the schedule is polled for due retries and lapsed leases.
 const POLL: Duration = Duration::from_millis(500);
+/// Pause after an outbox read that found less than a full batch: from the
+/// first, doubling while nothing comes, up to the second.
+const IDLE_READ: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(200));
 /// A delivery this instance cannot take now goes back on the schedule,
 /// due this much later, for any instance.
 const HAND_BACK: Duration = Duration::from_secs(1);
@@ -144,6 +146,7 @@ impl Deliverer {
         let claim_every = (self.settings.claim_idle / 3).max(Duration::from_millis(50));
         let claim_idle_ms = u64::try_from(self.settings.claim_idle.as_millis()).unwrap_or(u64::MAX);
         let mut last_claim: Option<tokio::time::Instant> = None;
+        let mut idle = IDLE_READ.0;
         while !shutdown.is_cancelled() {
             let mut read = 0;
             if self.held.load(Ordering::Relaxed) < IN_FLIGHT {
@@ -181,12 +184,21 @@ impl Deliverer {
                     }
                 }
             }
-            if read >= READ_LIMIT {
-                continue;
-            }
+            let pause = match read {
+                n if n >= READ_LIMIT => continue,
+                0 => {
+                    let pause = idle;
+                    idle = (idle * 2).min(IDLE_READ.1);
+                    pause
+                }
+                _ => {
+                    idle = IDLE_READ.0;
+                    idle
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(POLL / 5) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
