@@ -123,7 +123,10 @@ async fn every_documented_metric_is_exposed_and_a_scenario_moves_them() {
         ("synckairos_scheduler_claims_total", 1.0),
         ("synckairos_audit_batch_size_count", 1.0),
         // The timeout and the expiry, delivered (the default selection).
-        (r#"synckairos_webhook_deliveries_total{outcome="delivered"}"#, 2.0),
+        (
+            r#"synckairos_webhook_deliveries_total{outcome="delivered"}"#,
+            2.0,
+        ),
         (r#"synckairos_webhook_attempts_total{result="2xx"}"#, 2.0),
     ] {
         assert!(

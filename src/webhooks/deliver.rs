@@ -34,9 +34,10 @@ pub const PER_ENDPOINT: usize = 16;
 /// Deliveries held by this instance at once (running or waiting for their
 /// endpoint's slot); beyond it, the schedule keeps them.
 pub const IN_FLIGHT: usize = 512;
-/// Of those, at most this many for one URL: a receiver that hangs must not
-/// take every slot from the others.
-const PER_ENDPOINT_HELD: usize = IN_FLIGHT / 4;
+/// Of those, at most a quarter for one URL: a receiver that hangs must not
+/// take every slot from the others. Fewer when a held delivery could wait
+/// past its lease (see [`per_endpoint_held`]).
+const PER_ENDPOINT_HELD_MAX: usize = IN_FLIGHT / 4;
 /// Outbox events read per bucket at a time.
 const READ_LIMIT: usize = 64;
 /// How often the schedule is polled for due retries and lapsed leases.
@@ -90,6 +91,7 @@ pub struct Deliverer {
     pub health: Arc<Health>,
     /// Deliveries held, in all and per URL, with each URL's attempt slots.
     held: AtomicUsize,
+    per_endpoint_held: usize,
     endpoints: Mutex<HashMap<String, Endpoint>>,
     /// Wakes the poller when slots free up.
     freed: Notify,
@@ -117,6 +119,7 @@ impl Deliverer {
             .build()
             .map_err(|e| format!("webhooks: cannot build the HTTP client: {e}"))?;
         Ok(Arc::new(Self {
+            per_endpoint_held: per_endpoint_held(&settings),
             store,
             settings,
             clock,
@@ -323,8 +326,8 @@ impl Deliverer {
                 held: 0,
                 slots: Arc::new(Semaphore::new(PER_ENDPOINT)),
             });
-            let room =
-                endpoint.held < PER_ENDPOINT_HELD && self.held.load(Ordering::Relaxed) < IN_FLIGHT;
+            let room = endpoint.held < self.per_endpoint_held
+                && self.held.load(Ordering::Relaxed) < IN_FLIGHT;
             if room {
                 endpoint.held += 1;
                 self.held.fetch_add(1, Ordering::Relaxed);
@@ -399,7 +402,10 @@ impl Deliverer {
             ),
             // Without the URL: a session's own may carry a token, and logs
             // and dead letters must not show it.
-            Err(e) => ("error", Some(format!("not delivered: {}", e.without_url()))),
+            Err(e) => (
+                "error",
+                Some(format!("not delivered: {}", causes(e.without_url()))),
+            ),
         };
         metrics::counter!("synckairos_webhook_attempts_total", "result" => result).increment(1);
         self.health.record(error.is_none(), now);
@@ -447,9 +453,36 @@ impl Deliverer {
             if let Ok(stats) = self.store.webhook_stats().await {
                 metrics::gauge!("synckairos_webhook_backlog").set(stats.scheduled as f64);
                 metrics::gauge!("synckairos_webhook_dead_letters").set(stats.dead as f64);
+                // Nothing left to deliver: nothing is failing any more.
+                if stats.scheduled == 0 {
+                    self.health.record(true, 0);
+                }
             }
         }
     }
+}
+
+/// How many deliveries one URL may hold: a quarter of [`IN_FLIGHT`], but
+/// no more than its attempt slots get through in half a lease even when
+/// every attempt takes the whole timeout, so none waits in memory until its
+/// lease lapses and another instance sends it too.
+fn per_endpoint_held(settings: &WebhookSettings) -> usize {
+    let timeouts_per_half_lease =
+        (settings.claim_idle.as_millis() / 2 / settings.timeout.as_millis().max(1)) as usize;
+    (PER_ENDPOINT * timeouts_per_half_lease).clamp(PER_ENDPOINT, PER_ENDPOINT_HELD_MAX)
+}
+
+/// An error with its causes (connection refused, DNS, TLS…), which its
+/// own message leaves out.
+fn causes(e: reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn ms(d: Duration) -> i64 {
