@@ -565,13 +565,8 @@ impl Store for RedisStore {
         // (each stream is its own slot), pipelined on one connection.
         let count = limit as u64;
         let client = &self.pool.next();
-        let all: Vec<u16> = (0..self.options.buckets).collect();
-        let groups: Vec<&[u16]> = if self.options.cluster {
-            all.chunks(1).collect()
-        } else {
-            vec![&all]
-        };
-        let reads = groups.into_iter().map(|buckets| async move {
+        let groups = self.buckets_per_call();
+        let reads = groups.iter().map(|buckets| async move {
             let streams: Vec<String> = buckets.iter().map(|&b| self.layout.audit(b)).collect();
             let ids = vec![">"; streams.len()];
             let reply = client
@@ -743,14 +738,9 @@ impl Store for RedisStore {
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
         let client = &self.pool.next();
-        let all: Vec<u16> = (0..self.options.buckets).collect();
-        let groups: Vec<&[u16]> = if self.options.cluster {
-            all.chunks(1).collect()
-        } else {
-            vec![&all]
-        };
+        let groups = self.buckets_per_call();
         let args: Vec<Value> = vec![now_ms.into(), lease_until_ms.into(), (limit as i64).into()];
-        let claims = groups.into_iter().map(|buckets| {
+        let claims = groups.iter().map(|buckets| {
             let keys: Vec<String> = buckets
                 .iter()
                 .flat_map(|&b| [self.layout.webhook_due(b), self.layout.webhooks(b)])
@@ -891,6 +881,17 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
+    /// The buckets one script call or command may cover together: all of
+    /// them on standalone Redis, one (its own slot) per call on a Cluster.
+    fn buckets_per_call(&self) -> Vec<Vec<u16>> {
+        let all = 0..self.options.buckets;
+        if self.options.cluster {
+            all.map(|b| vec![b]).collect()
+        } else {
+            vec![all.collect()]
+        }
+    }
+
     /// Runs one `webhook.lua` operation on the schedule of `session`'s bucket.
     async fn webhook_op(
         &self,
