@@ -135,7 +135,8 @@ fn unbanked_remaining(s: &Session, i: usize, now: Timestamp) -> i64 {
             s.global_budget() - global_used(s) - clock_live
         }
         SyncMode::CountUp => s.count_up_cap() - p.time_used_ms - live,
-        SyncMode::PerParticipant | SyncMode::PerGroup => p.total_time_ms - live,
+        // Banks run by their time control: `remaining` owns them.
+        SyncMode::PerParticipant | SyncMode::PerGroup => return remaining(s, i, now),
     };
     left.max(0)
 }
@@ -252,8 +253,8 @@ pub fn switch_view(s: &Session, now: Timestamp) -> SwitchView<'_> {
 }
 
 fn participant_views(s: &Session, now: Timestamp) -> Vec<ParticipantView<'_>> {
-    let remaining = remaining_all(s, now);
     let run = run_time(s, now);
+    let remaining = remaining_all(s, now, run);
     let faces = s.banked() && s.time_control.is_some();
     s.participants
         .iter()
@@ -272,8 +273,7 @@ fn participant_views(s: &Session, now: Timestamp) -> Vec<ParticipantView<'_>> {
 
 /// Every participant's [`remaining`] in one pass: a team's members share one
 /// value, so `per_group` takes each group's minimum once instead of per member.
-fn remaining_all(s: &Session, now: Timestamp) -> Vec<i64> {
-    let run = run_time(s, now);
+fn remaining_all(s: &Session, now: Timestamp, run: i64) -> Vec<i64> {
     match s.sync_mode {
         SyncMode::PerGroup => {}
         SyncMode::PerParticipant => {
