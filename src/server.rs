@@ -104,12 +104,12 @@ impl Server {
             hub: Hub::new(
                 engine.clone(),
                 usize::try_from(config.ws_send_queue).unwrap_or(64),
+                Duration::from_millis(config.ws_ping_interval_ms),
             ),
             ws: Arc::new(WsLimits::new(
                 config.ws_max_connections,
                 config.ws_max_connections_per_ip,
                 config.ws_max_connections_per_session,
-                Duration::from_millis(config.ws_ping_interval_ms),
             )),
             ws_tasks: TaskTracker::new(),
             audit: audit.clone(),
@@ -217,6 +217,7 @@ impl Server {
         // in-flight requests finish. A client that holds its connection open
         // longer than the grace period does not keep the process alive.
         let ws_shutdown = self.state.ws.shutdown.clone();
+        let hub = self.state.hub.clone();
         let (signalled, grace) = tokio::sync::oneshot::channel::<()>();
         let serve = http::listener::serve(
             self.listener,
@@ -225,6 +226,7 @@ impl Server {
             async move {
                 shutdown.await;
                 ws_shutdown.cancel();
+                hub.close_all(1001, "server shutting down");
                 let _ = signalled.send(());
             },
         );

@@ -1,9 +1,12 @@
 //! `/ws?sessionId=<uuid>`: the WebSocket protocol of API.md.
 //!
-//! Each socket is one task looping over: frames from the hub (filtered so the
-//! client sees strictly increasing versions), client messages (PING,
-//! RECONNECT), the heartbeat, and the two reasons to close early (kicked for
-//! falling behind, server shutdown).
+//! The upgrade is answered here and the socket taken back from hyper as the
+//! plain TCP stream, so the hub's writer shards can write the same encoded
+//! bytes to every socket with one system call each (see `fanout`). Each
+//! socket keeps one small task: it reads client messages (PING, RECONNECT,
+//! pongs, the close), writes the socket's backlog when it fell behind, and
+//! closes the socket (the heartbeat, a token's expiry, shutdown, the client's
+//! close, answered with a close).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,13 +14,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
+use axum::extract::{ConnectInfo, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use sha1::{Digest, Sha1};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
@@ -26,17 +30,13 @@ use super::extract::query_param;
 use super::ratelimit::client_ip;
 use crate::auth::Caller;
 use crate::domain::SessionId;
-use crate::fanout::{Frame, Hub, Rule};
+use crate::fanout::conn::{Closing, Next};
+use crate::fanout::frame::{self, Decoder, Inbound};
+use crate::fanout::{Conn, Hub, Rule};
 
-/// Largest inbound frame or message (API.md "Limits").
-pub const MAX_FRAME_BYTES: usize = 64 * 1024;
-/// Per-socket buffers stay small so idle sockets are cheap (client messages
-/// are tiny; the read buffer grows for larger frames up to the cap); the write buffer
-/// is capped so a stuck client cannot hold much memory.
-const READ_BUFFER: usize = 1024;
-const WRITE_BUFFER: usize = 4 * 1024;
-const MAX_WRITE_BUFFER: usize = 256 * 1024;
-/// How long a close frame may take to go out before the socket is dropped.
+pub use crate::fanout::frame::MAX_MESSAGE_BYTES as MAX_FRAME_BYTES;
+/// How long a closing socket waits for its close frame to go out and the
+/// client's answer to come back.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// WebSocket settings and the instance's connection accounting.
@@ -44,7 +44,6 @@ pub struct WsLimits {
     pub max_connections: usize,
     pub max_per_ip: usize,
     pub max_per_session: usize,
-    pub ping_interval: Duration,
     connections: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Cancelled at shutdown: every socket closes with 1001.
@@ -56,13 +55,11 @@ impl WsLimits {
         max_connections: usize,
         max_per_ip: usize,
         max_per_session: usize,
-        ping_interval: Duration,
     ) -> Self {
         Self {
             max_connections,
             max_per_ip,
             max_per_session,
-            ping_interval,
             connections: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
@@ -113,12 +110,11 @@ impl Drop for Slot {
 
 /// GET /ws?sessionId=<uuid>
 pub async fn upgrade(
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
     caller: Caller,
+    mut request: Request,
 ) -> Result<Response, ApiError> {
     // Credentials are checked before the upgrade (the extractor answers 401
     // for a bad token, this 403 for another session's), never on a socket.
@@ -127,48 +123,92 @@ pub async fn upgrade(
         caller.read(id)?;
     }
     let expires = caller.expires_at();
-    let ws = ws.map_err(|rejection| {
+    let headers = request.headers();
+    let accept = accept_key(headers).map_err(|reason| {
         ApiError::field(
             "Upgrade",
-            format!(
-                "must be a WebSocket upgrade request ({})",
-                rejection.body_text()
-            ),
+            format!("must be a WebSocket upgrade request ({reason})"),
         )
     })?;
-    let ws = ws
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .max_message_size(MAX_FRAME_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES);
+    let on_upgrade = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| {
+            ApiError::field("Upgrade", "this connection cannot be upgraded".to_owned())
+        })?;
     // Behind a trusted proxy every socket comes from the proxy's address:
     // count the client's instead.
-    let ip = client_ip(&headers, Some(peer.ip()), app.limits.trust_proxy).unwrap_or(peer.ip());
+    let ip = client_ip(request.headers(), Some(peer.ip()), app.limits.trust_proxy)
+        .unwrap_or(peer.ip());
     let admitted = app.ws.admit(ip);
-    let tracker = app.ws_tasks.clone();
-    Ok(ws.on_upgrade(move |socket| {
-        tracker.track_future(async move {
-            let session = match session {
-                Ok(session) => session,
-                Err(reason) => return close_now(socket, 1008, reason).await,
-            };
-            let slot = match admitted {
-                Ok(slot) => slot,
-                Err((label, reason)) => {
-                    metrics::counter!("synckairos_ws_rejected_total", "reason" => label)
-                        .increment(1);
-                    return close_now(socket, 1013, reason).await;
-                }
-            };
-            if app.hub.watchers(session) >= app.ws.max_per_session {
-                metrics::counter!("synckairos_ws_rejected_total", "reason" => "per_session")
-                    .increment(1);
-                return close_now(socket, 1013, "too many connections for this session").await;
+    let (hub, limits) = (app.hub.clone(), app.ws.clone());
+    app.ws_tasks.spawn(async move {
+        // Bytes the client sent right behind its request come along.
+        let (stream, early) = match on_upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
+            Ok(Ok(parts)) => (parts.io.into_inner(), parts.read_buf),
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!("upgraded connection is not a TCP stream");
+                return;
             }
-            serve(socket, app, session, expires, slot).await;
+        };
+        let session = match session {
+            Ok(session) => session,
+            Err(reason) => return refuse(stream, 1008, reason).await,
+        };
+        let slot = match admitted {
+            Ok(slot) => slot,
+            Err((label, reason)) => {
+                metrics::counter!("synckairos_ws_rejected_total", "reason" => label).increment(1);
+                return refuse(stream, 1013, reason).await;
+            }
+        };
+        if hub.watchers(session) >= limits.max_per_session {
+            metrics::counter!("synckairos_ws_rejected_total", "reason" => "per_session")
+                .increment(1);
+            return refuse(stream, 1013, "too many connections for this session").await;
+        }
+        let conn = hub.connection(session, stream);
+        // Boxed: the set-up's futures are large and would otherwise stay in
+        // every socket's task for its whole life.
+        if Box::pin(open(&hub, &conn, &limits)).await {
+            serve(&hub, &conn, expires, &early).await;
+        }
+        drop(slot);
+        hub.leave(&conn).await;
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    Ok(response)
+}
+
+/// `Sec-WebSocket-Accept` for a valid upgrade request (RFC 6455 §4.2.1), or what is wrong.
+fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, &'static str> {
+    let has = |name, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
-    }))
+    };
+    if !has(header::CONNECTION, "upgrade") {
+        return Err("Connection header did not include 'upgrade'");
+    }
+    if !has(header::UPGRADE, "websocket") {
+        return Err("`Upgrade` header did not include 'websocket'");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return Err("WebSocket version not supported");
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or("`Sec-WebSocket-Key` header missing")?;
+    let mut sha1 = Sha1::new();
+    sha1.update(key.as_bytes());
+    sha1.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha1.finalize());
+    HeaderValue::from_str(&accept).map_err(|_| "unusable key")
 }
 
 /// The `sessionId` query parameter, or why it is unusable.
@@ -177,175 +217,151 @@ fn session_param(query: Option<&str>) -> Result<SessionId, &'static str> {
     SessionId::parse(value).ok_or("sessionId must be a UUID")
 }
 
-async fn close_now(mut socket: WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+/// Closes a socket that is not admitted: the close frame, then a short wait
+/// for the client's answer.
+async fn refuse(stream: TcpStream, code: u16, reason: &'static str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = stream;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        stream.write_all(&frame::close(code, reason)).await?;
+        let mut buf = [0u8; 256];
+        while stream.read(&mut buf).await? > 0 {}
+        std::io::Result::Ok(())
+    })
+    .await;
 }
 
-/// Why a socket's loop ended.
-enum End {
-    /// Close with this code and reason.
-    Close(u16, &'static str),
-    /// The peer closed or the connection broke: nothing more to send.
-    Gone,
-}
-
-/// Serves one socket until it ends; `expires` (the token's `exp`) closes it
-/// with 4001 so a revoked-by-expiry client cannot keep watching. The `slot`
-/// is given back before the hub is left, so a client that sees the watcher
-/// count drop can reconnect at once.
-async fn serve(
-    socket: WebSocket,
-    app: AppState,
-    session: SessionId,
-    expires: Option<SystemTime>,
-    slot: Slot,
-) {
-    let (mut sink, mut stream) = socket.split();
-    let clock = app.engine.clock().clone();
-    let connected =
-        json!({"type": "CONNECTED", "sessionId": session, "timestamp": clock.now().ms()});
-    if sink.send(text(connected)).await.is_err() {
-        return;
+/// Joins the hub and sends CONNECTED and the first STATE_SYNC; false if
+/// the socket is already done.
+async fn open(hub: &Arc<Hub>, conn: &Arc<Conn>, limits: &WsLimits) -> bool {
+    let now = hub.clock().now().ms();
+    conn.reply(frame::text(
+        &json!({"type": "CONNECTED", "sessionId": conn.session, "timestamp": now}).to_string(),
+    ));
+    if let Err(e) = hub.join(conn).await {
+        tracing::warn!(session_id = %conn.session, error = %e, "cannot subscribe");
+        conn.close(1011, "state store unavailable");
+        return finish(conn).await;
     }
-    let mut sub = match app.hub.join(session).await {
-        Ok(sub) => sub,
+    // A socket that joined after the shutdown's close-all must close too.
+    if limits.shutdown.is_cancelled() {
+        conn.close(1001, "server shutting down");
+    }
+    // Subscribed first, then the state: an update racing with this sync is
+    // ordered by the version filter.
+    let mut sent = 1;
+    match hub.state_sync(conn.session, Rule::Advance).await {
+        Ok(Some(frame)) => {
+            conn.send(&frame);
+            sent += 1;
+        }
+        Ok(None) => {}
         Err(e) => {
-            tracing::warn!(session_id = %session, error = %e, "cannot subscribe");
-            let _ = close(&mut sink, 1011, "state store unavailable").await;
+            tracing::warn!(session_id = %conn.session, error = %e, "initial STATE_SYNC failed");
+        }
+    }
+    metrics::counter!("synckairos_ws_messages_sent_total").increment(sent);
+    true
+}
+
+/// Serves one socket until it is closed. `expires` (the token's `exp`)
+/// closes it with 4001 so a revoked-by-expiry client cannot keep watching.
+async fn serve(hub: &Arc<Hub>, conn: &Arc<Conn>, expires: Option<SystemTime>, early: &[u8]) {
+    let mut expiry = expires.map(|at| {
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        Box::pin(tokio::time::sleep(left))
+    });
+    let mut decoder = Decoder::default();
+    let mut inbound = Vec::new();
+    conn.received(&mut decoder, early, &mut inbound);
+    for message in inbound.drain(..) {
+        handle(hub, conn, message);
+    }
+    loop {
+        let backlogged = conn.backlogged();
+        tokio::select! {
+            () = conn.woken() => {}
+            ready = conn.writable(), if backlogged => if ready.is_err() { return },
+            ready = conn.readable() => {
+                let open = ready.and_then(|()| conn.read(&mut decoder, &mut inbound));
+                if !matches!(open, Ok(true)) {
+                    return; // the client went away without a close
+                }
+                for message in inbound.drain(..) {
+                    handle(hub, conn, message);
+                }
+            }
+            () = async { if let Some(e) = expiry.as_mut() { e.await } else { std::future::pending().await } } => {
+                expiry = None;
+                conn.close(4001, "token expired");
+            }
+        }
+        if let Next::Finish(_) = conn.write_backlog() {
+            Box::pin(finish(conn)).await;
             return;
         }
-    };
-    // Subscribed first, then the state: an update racing with this sync is
-    // ordered by the version filter below.
-    match app.hub.state_sync(session, Rule::Advance).await {
-        Ok(Some(frame)) => app.hub.deliver_to(session, sub.client, frame),
-        Ok(None) => {}
-        Err(e) => tracing::warn!(session_id = %session, error = %e, "initial STATE_SYNC failed"),
     }
+}
 
-    let mut last_version = 0u64;
-    let mut ping = tokio::time::interval(app.ws.ping_interval);
-    ping.tick().await; // the first tick is immediate
-    let mut unanswered_pings = 0u32;
-    let expiry = async {
-        match expires {
-            Some(at) => {
-                let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-                tokio::time::sleep(left).await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(expiry);
-    let end = loop {
-        tokio::select! {
-            _ = app.ws.shutdown.cancelled() => break End::Close(1001, "server shutting down"),
-            _ = &mut expiry => break End::Close(4001, "token expired"),
-            _ = sub.kicked.cancelled() => break KICKED,
-            frame = sub.frames.recv() => match frame {
-                Some(Frame::Text { text, version }) => {
-                    // Per client, versions only go up (an update can race with
-                    // a STATE_SYNC): see `Rule`.
-                    if let Some((v, rule)) = version {
-                        match rule.admit(v, last_version) {
-                            Some(now_at) => last_version = now_at,
-                            None => continue,
-                        }
-                    }
-                    if let Err(end) = send(&mut sink, Message::Text(text), &sub.kicked).await {
-                        break end;
-                    }
-                    metrics::counter!("synckairos_ws_messages_sent_total").increment(1);
-                }
-                Some(Frame::Close { code, reason }) => break End::Close(code, reason),
-                None => break End::Gone,
-            },
-            inbound = stream.next() => match inbound {
-                Some(Ok(Message::Text(t))) => {
-                    unanswered_pings = 0;
-                    if let Some(reply) = answer(&app.hub, session, sub.client, t.as_str(), &clock).await
-                        && let Err(end) = send(&mut sink, text(reply), &sub.kicked).await
+/// Ends a closing socket: its backlog and close frame go out (within
+/// `CLOSE_TIMEOUT`), and a close we started waits for the client's answer.
+/// Returns false.
+async fn finish(conn: &Conn) -> bool {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let mut decoder = Decoder::default();
+        let mut inbound = Vec::new();
+        loop {
+            match conn.write_backlog() {
+                Next::Finish(Closing::Server) if !conn.backlogged() => {
+                    // The close frame is out: wait for the client's.
+                    if conn.readable().await.is_err()
+                        || !matches!(conn.read(&mut decoder, &mut inbound), Ok(true))
+                        || inbound.iter().any(|m| matches!(m, Inbound::Close(_)))
                     {
-                        break end;
+                        return;
+                    }
+                    inbound.clear();
+                }
+                Next::Finish(Closing::Client | Closing::Broken) if !conn.backlogged() => return,
+                _ => {
+                    if conn.writable().await.is_err() {
+                        return;
                     }
                 }
-                Some(Ok(Message::Binary(_))) => {
-                    let error = error_message("UNSUPPORTED_FRAME", "binary frames are not supported; send JSON text");
-                    if let Err(end) = send(&mut sink, text(error), &sub.kicked).await {
-                        break end;
-                    }
-                }
-                Some(Ok(Message::Pong(_) | Message::Ping(_))) => unanswered_pings = 0,
-                Some(Ok(Message::Close(_))) | None => break End::Gone,
-                Some(Err(e)) => {
-                    tracing::debug!(session_id = %session, error = %e, "websocket read failed");
-                    break End::Close(1009, "frame too large or malformed");
-                }
-            },
-            _ = ping.tick() => {
-                if unanswered_pings >= 2 {
-                    break End::Close(1001, "heartbeat: two pings unanswered");
-                }
-                unanswered_pings += 1;
-                if let Err(end) = send(&mut sink, Message::Ping(Default::default()), &sub.kicked).await {
-                        break end;
-                    }
             }
         }
+    })
+    .await;
+    false
+}
+
+/// Acts on one message or control frame from the client.
+fn handle(hub: &Arc<Hub>, conn: &Arc<Conn>, message: Inbound) {
+    let reply = match message {
+        Inbound::Text(text) => match answer(hub, conn, &text) {
+            Some(reply) => reply,
+            None => return,
+        },
+        Inbound::Binary => error_message(
+            "UNSUPPORTED_FRAME",
+            "binary frames are not supported; send JSON text",
+        ),
+        Inbound::Ping(payload) => return conn.reply(frame::pong(&payload)),
+        Inbound::Pong | Inbound::Close(_) => return,
     };
-    drop(slot);
-    app.hub.leave(session, sub.client).await;
-    if let End::Close(code, reason) = end {
-        let _ = close(&mut sink, code, reason).await;
-    }
-}
-
-type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
-
-/// Sends one message unless the socket is kicked meanwhile (it is usually
-/// blocked right here when its queue fills).
-async fn send(sink: &mut Sink, message: Message, kicked: &CancellationToken) -> Result<(), End> {
-    tokio::select! {
-        sent = sink.send(message) => sent.map_err(|_| End::Gone),
-        _ = kicked.cancelled() => Err(KICKED),
-    }
-}
-
-/// The close of a client that fell behind.
-const KICKED: End = End::Close(1013, "too slow: send queue full");
-
-async fn close(sink: &mut Sink, code: u16, reason: &'static str) -> bool {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    };
-    matches!(
-        tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await,
-        Ok(Ok(()))
-    )
-}
-
-fn text(message: Value) -> Message {
-    Message::Text(Utf8Bytes::from(message.to_string()))
+    metrics::counter!("synckairos_ws_messages_sent_total").increment(1);
+    conn.reply(frame::text(&reply.to_string()));
 }
 
 fn error_message(code: &str, message: &str) -> Value {
     json!({"type": "ERROR", "code": code, "message": message})
 }
 
-/// The reply to a client message, if it needs one sent directly (RECONNECT's
-/// STATE_SYNC goes through the hub queue, so the version filter applies).
-async fn answer(
-    hub: &Arc<Hub>,
-    session: SessionId,
-    client: u64,
-    raw: &str,
-    clock: &crate::clock::Clock,
-) -> Option<Value> {
+/// The reply to a client message, if it needs one sent directly. RECONNECT's
+/// STATE_SYNC is read by a task of its own (the socket's task stays small)
+/// and goes through the version filter.
+fn answer(hub: &Arc<Hub>, conn: &Arc<Conn>, raw: &str) -> Option<Value> {
+    let clock = hub.clock();
     let received = clock.now().ms();
     let Ok(message) = serde_json::from_str::<Value>(raw) else {
         return Some(error_message(
@@ -368,20 +384,27 @@ async fn answer(
             pong["server_send_ms"] = json!(sent);
             Some(pong)
         }
-        Some("RECONNECT") => match hub.state_sync(session, Rule::Resync).await {
-            Ok(Some(frame)) => {
-                hub.deliver_to(session, client, frame);
-                None
-            }
-            Ok(None) => Some(error_message(
-                "SESSION_NOT_FOUND",
-                &format!("Session {session} not found"),
-            )),
-            Err(_) => Some(error_message(
-                "SERVICE_UNAVAILABLE",
-                "state store unavailable; retry shortly",
-            )),
-        },
+        Some("RECONNECT") => {
+            let (hub, conn) = (hub.clone(), conn.clone());
+            tokio::spawn(async move {
+                let error = match hub.state_sync(conn.session, Rule::Resync).await {
+                    Ok(Some(frame)) => {
+                        conn.send(&frame);
+                        return;
+                    }
+                    Ok(None) => error_message(
+                        "SESSION_NOT_FOUND",
+                        &format!("Session {} not found", conn.session),
+                    ),
+                    Err(_) => error_message(
+                        "SERVICE_UNAVAILABLE",
+                        "state store unavailable; retry shortly",
+                    ),
+                };
+                conn.reply(frame::text(&error.to_string()));
+            });
+            None
+        }
         Some(other) => {
             let shown: String = other.chars().take(64).collect();
             Some(error_message(
@@ -413,5 +436,23 @@ mod tests {
             session_param(Some("sessionId=nope")).err(),
             Some("sessionId must be a UUID")
         );
+    }
+
+    #[test]
+    fn the_accept_key_is_the_rfc_example() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        headers.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        assert_eq!(
+            accept_key(&headers).unwrap(),
+            "s3pPLMBiTxaQ9kYGzrHZxOo+xOo="
+        );
+        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert!(accept_key(&headers).is_err());
     }
 }
