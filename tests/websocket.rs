@@ -272,43 +272,169 @@ async fn a_flood_beyond_the_per_ip_limit_is_refused_while_admitted_clients_keep_
     again.next_of("STATE_SYNC").await;
 }
 
-#[tokio::test]
-async fn a_client_that_never_reads_is_dropped_while_others_keep_receiving() {
+/// A started session of 1,000 participants on a manual clock: its states
+/// are ~110 KB, so a client that does not read backs up after one or two.
+async fn large_session(queue: u64) -> (TestApp, String, Vec<String>) {
     let mut config = test_config();
-    config.ws_send_queue = 4;
-    let app = spawn_with(config, Clock::System, None).await;
-    // Large states (1000 participants, ~110 KB each) fill socket buffers fast.
-    let id = created(&app, "per_participant", 1000, 60_000).await;
+    config.ws_send_queue = queue;
+    config.ws_ping_interval_ms = 600_000; // the stalled client must not be dropped for silence
+    let (clock, handle) = Clock::manual(T0);
+    let app = spawn_with(config, clock, Some(handle)).await;
+    let mut body = session_body("per_participant", 1000, 5_000);
+    body["action_on_timeout"] = json!({"type": "auto_action", "action": "fold"});
+    let id = body["session_id"].as_str().unwrap().to_owned();
+    let ids = participant_ids(&body);
+    app.create(&body).await;
     app.command(&id, "start").await;
-    let mut reader = WsClient::watch(&app.base, &id).await;
-    let _stalled = WsClient::watch(&app.base, &id).await; // never read
-    reader.next_of("STATE_SYNC").await;
-    app.await_watchers(&id, 2).await;
-    let sid = synckairos::domain::SessionId::parse(&id).unwrap();
+    (app, id, ids)
+}
 
-    // Switch until the stalled client has been dropped (bounded).
-    let mut last = 2;
-    for _ in 0..2_000 {
-        if app.hub.watchers(sid) == 1 {
-            break;
-        }
+/// Switches `n` times; `reader` must get every update, in order.
+async fn switch(app: &TestApp, id: &str, reader: &mut WsClient, n: usize) {
+    for _ in 0..n {
         let r = app.post(&format!("/v1/sessions/{id}/switch"), None).await;
         assert_eq!(r.status, 200);
-        let v = reader.next_of("STATE_UPDATE").await["state"]["version"]
-            .as_u64()
-            .unwrap();
-        assert_eq!(v, last + 1, "the reading client misses nothing");
-        last = v;
+        let update = reader.next().await;
+        assert_eq!(update["type"], "STATE_UPDATE");
+        assert_eq!(
+            update["state"]["version"],
+            r.data()["version"],
+            "the reader misses nothing"
+        );
     }
-    assert_eq!(app.hub.watchers(sid), 1, "the stalled client was dropped");
+}
+
+/// Lets the active participant's 5 s run out; `reader` must get the update and its TIMEOUT.
+async fn time_out(app: &TestApp, reader: &mut WsClient) -> String {
+    app.advance(5_000);
+    assert_eq!(reader.next().await["type"], "STATE_UPDATE");
+    let timeout = reader.next().await;
+    assert_eq!(timeout["type"], "TIMEOUT");
+    timeout["participant_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_gets_the_newest_state_and_every_timeout_in_order() {
+    let (app, id, _) = large_session(64).await;
+    let mut reader = WsClient::watch(&app.base, &id).await;
+    let mut stalled = WsClient::watch_stalled(&app.base, &id).await;
+    reader.next_of("STATE_SYNC").await;
+    app.await_watchers(&id, 2).await;
+
+    // While it does not read, the others get everything at once, and it
+    // stays connected.
+    switch(&app, &id, &mut reader, 30).await;
+    let mut flagged = Vec::new();
+    for _ in 0..3 {
+        flagged.push(time_out(&app, &mut reader).await);
+        switch(&app, &id, &mut reader, 10).await;
+    }
+    let last = app.get(&format!("/v1/sessions/{id}")).await.data()["version"]
+        .as_u64()
+        .unwrap();
+    app.await_watchers(&id, 2).await;
+    app.call(reqwest::Method::DELETE, &format!("/v1/sessions/{id}"), None)
+        .await;
+    reader.next_of("SESSION_DELETED").await;
+
+    // Then it reads: stale states were skipped, never a TIMEOUT, versions
+    // only go up, the newest state came last, and the deletion closed it.
+    let (closed, seen) = stalled.until_closed().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1000, "session deleted")
+    );
+    let kinds: Vec<&str> = seen.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.last(), Some(&"SESSION_DELETED"));
+    let timeouts: Vec<&str> = seen
+        .iter()
+        .filter(|m| m["type"] == "TIMEOUT")
+        .map(|m| m["participant_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(timeouts, flagged, "every TIMEOUT, in order");
+    let mut version = 0;
+    for m in &seen {
+        match m["type"].as_str() {
+            Some("STATE_SYNC" | "STATE_UPDATE") => {
+                let v = m["state"]["version"].as_u64().unwrap();
+                assert!(v > version, "versions only go up: {v} after {version}");
+                version = v;
+            }
+            Some("TIMEOUT") => assert_eq!(m["state"]["version"].as_u64(), Some(version)),
+            _ => {}
+        }
+    }
+    assert_eq!(version, last, "the newest state arrived");
+    let updates = kinds.iter().filter(|k| **k == "STATE_UPDATE").count();
+    assert!(
+        updates < 30 + 3 * 11,
+        "stale states were skipped: {updates} updates for {} versions",
+        30 + 3 * 11
+    );
+}
+
+#[tokio::test]
+async fn a_client_too_far_behind_even_for_coalescing_is_closed_with_1013() {
+    // Two frames that must arrive may wait; the third closes the socket.
+    let (app, id, _) = large_session(2).await;
+    let mut reader = WsClient::watch(&app.base, &id).await;
+    let mut stalled = WsClient::watch_stalled(&app.base, &id).await;
+    reader.next_of("STATE_SYNC").await;
+    app.await_watchers(&id, 2).await;
+
+    switch(&app, &id, &mut reader, 10).await;
+    let mut flagged = Vec::new();
+    for _ in 0..3 {
+        flagged.push(time_out(&app, &mut reader).await);
+    }
+    // The reader is not held up and keeps receiving.
+    switch(&app, &id, &mut reader, 2).await;
+
+    let (closed, seen) = stalled.until_closed().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1013, "too slow: too far behind")
+    );
+    let timeouts: Vec<&str> = seen
+        .iter()
+        .filter(|m| m["type"] == "TIMEOUT")
+        .map(|m| m["participant_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        timeouts,
+        &flagged[..timeouts.len()],
+        "what did arrive is in order"
+    );
+    app.await_watchers(&id, 1).await;
     // The recorder is process-wide: no other test here moves this counter.
     let page = app.get("/metrics").await.text;
     assert!(metric(&page, "synckairos_ws_slow_client_disconnects_total") >= 1.0);
-    // The reader still gets the next update.
-    app.post(&format!("/v1/sessions/{id}/switch"), None).await;
-    assert_eq!(
-        reader.next_of("STATE_UPDATE").await["state"]["version"].as_u64(),
-        Some(last + 1)
+    assert!(metric(&page, "synckairos_ws_coalesced_total") >= 1.0);
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_and_a_server_close_ends_cleanly() {
+    let app = spawn_app().await;
+    let id = created(&app, "per_participant", 2, 60_000).await;
+    // The client closes: the server answers with the client's code (RFC 6455 §5.5.1).
+    for code in [1000, 4321] {
+        let mut ws = WsClient::watch(&app.base, &id).await;
+        ws.next_of("STATE_SYNC").await;
+        let answered = ws.close(code).await;
+        assert_eq!(answered.code, code, "{answered:?}");
+    }
+    app.await_watchers(&id, 0).await;
+    // The server closes (deletion): the client's answer completes the
+    // handshake, and the connection then ends without an error.
+    let mut ws = WsClient::watch(&app.base, &id).await;
+    ws.next_of("STATE_SYNC").await;
+    app.call(reqwest::Method::DELETE, &format!("/v1/sessions/{id}"), None)
+        .await;
+    let (closed, _) = ws.until_closed().await;
+    assert_eq!(closed.code, 1000);
+    assert!(
+        ws.ended_cleanly().await,
+        "no reset after the close handshake"
     );
 }
 

@@ -251,7 +251,11 @@ impl Conn {
             backlog.queue.retain(|(_, k)| *k != Kind::State);
             replaced = before != backlog.queue.len();
         }
-        let kept = backlog.queue.iter().filter(|(_, k)| *k != Kind::State).count();
+        let kept = backlog
+            .queue
+            .iter()
+            .filter(|(_, k)| *k != Kind::State)
+            .count();
         if kind != Kind::State && kept >= self.limit as usize {
             self.close_now(out, 1013, "too slow: too far behind");
             return Sent::TooSlow;
@@ -285,7 +289,11 @@ impl Conn {
     pub fn close(&self, code: u16, reason: &str) {
         let mut out = self.out();
         if out.closing.is_none() {
-            self.push(&mut out, Admitted::reply(frame::close(code, reason), 0), Kind::Keep);
+            self.push(
+                &mut out,
+                Admitted::reply(frame::close(code, reason), 0),
+                Kind::Keep,
+            );
             out.closing.get_or_insert(Closing::Server);
             self.wake.notify_one();
         }
@@ -296,7 +304,9 @@ impl Conn {
     fn close_now(&self, out: &mut Out, code: u16, reason: &str) {
         if let Some(backlog) = out.backlog.as_mut() {
             backlog.queue.clear();
-            backlog.queue.push_back((frame::close(code, reason), Kind::Keep));
+            backlog
+                .queue
+                .push_back((frame::close(code, reason), Kind::Keep));
         }
         out.closing = Some(Closing::Server);
         self.wake.notify_one();

@@ -157,7 +157,12 @@ impl Decoder {
         Ok(at)
     }
 
-    fn frame(&mut self, fin: bool, opcode: u8, payload: Vec<u8>) -> Result<Option<Inbound>, Violation> {
+    fn frame(
+        &mut self,
+        fin: bool,
+        opcode: u8,
+        payload: Vec<u8>,
+    ) -> Result<Option<Inbound>, Violation> {
         match opcode {
             PING => Ok(Some(Inbound::Ping(payload))),
             PONG => Ok(Some(Inbound::Pong)),
@@ -234,7 +239,10 @@ fn parse_header(data: &[u8]) -> Result<Option<(usize, usize)>, Violation> {
         n => (0, u64::from(n)),
     };
     if control && (len > 125 || b0 & FIN == 0) {
-        return Err(Violation(1002, "control frames must be whole and at most 125 bytes"));
+        return Err(Violation(
+            1002,
+            "control frames must be whole and at most 125 bytes",
+        ));
     }
     if len > MAX_MESSAGE_BYTES as u64 {
         return Err(TOO_LARGE);
@@ -283,8 +291,14 @@ mod tests {
         let huge = "x".repeat(70_000);
         assert_eq!(&text(&huge)[..2], &[0x81, 127]);
         assert_eq!(text(&huge).len(), 70_000 + 10);
-        assert_eq!(&close(1000, "bye")[..], &[0x88, 5, 0x03, 0xE8, b'b', b'y', b'e']);
-        assert!(close(1000, &"é".repeat(100)).len() <= 127, "a control frame stays small");
+        assert_eq!(
+            &close(1000, "bye")[..],
+            &[0x88, 5, 0x03, 0xE8, b'b', b'y', b'e']
+        );
+        assert!(
+            close(1000, &"é".repeat(100)).len() <= 127,
+            "a control frame stays small"
+        );
     }
 
     #[test]
@@ -317,7 +331,11 @@ mod tests {
         assert_eq!(code(&unmasked[..3]), Some(1002));
         assert_eq!(code(&client(true, 0x3, b"")), Some(1002), "unknown opcode");
         assert_eq!(code(&client(true, CONTINUATION, b"x")), Some(1002));
-        assert_eq!(code(&client(false, PING, b"")), Some(1002), "fragmented control");
+        assert_eq!(
+            code(&client(false, PING, b"")),
+            Some(1002),
+            "fragmented control"
+        );
         assert_eq!(code(&client(true, PING, &[0; 126])), Some(1002));
         assert_eq!(code(&client(true, TEXT, &[0xFF])), Some(1007));
         // Too large is refused from the header alone.
@@ -325,11 +343,18 @@ mod tests {
         assert_eq!(code(&big[..14]), Some(1009));
         let mut parts = client(false, TEXT, &vec![b'x'; MAX_MESSAGE_BYTES]);
         parts.extend(client(true, CONTINUATION, b"x"));
-        assert_eq!(code(&parts), Some(1009), "the message counts, not the frame");
+        assert_eq!(
+            code(&parts),
+            Some(1009),
+            "the message counts, not the frame"
+        );
         assert_eq!(
             decode(&client(true, TEXT, &vec![b'x'; MAX_MESSAGE_BYTES])).map(|m| m.len()),
             Ok(1)
         );
-        assert_eq!(decode(&client(true, BINARY, b"\x00")), Ok(vec![Inbound::Binary]));
+        assert_eq!(
+            decode(&client(true, BINARY, b"\x00")),
+            Ok(vec![Inbound::Binary])
+        );
     }
 }

@@ -295,8 +295,7 @@ const RESYNC_RETRY: Duration = Duration::from_millis(200);
 
 /// SESSION_DELETED, then close 1000: must arrive, and ends the socket.
 fn deleted_frame(session: SessionId, now: Timestamp) -> Frame {
-    let message =
-        json!({"type": "SESSION_DELETED", "sessionId": session, "timestamp": now.ms()});
+    let message = json!({"type": "SESSION_DELETED", "sessionId": session, "timestamp": now.ms()});
     let text = message.to_string();
     let mut bytes = bytes::BytesMut::from(&frame::text(&text)[..]);
     bytes.extend_from_slice(&frame::close(1000, "session deleted"));
@@ -332,10 +331,16 @@ fn update_frame(state: &Session, timeouts: &[TimeoutNotice], now: Timestamp) -> 
     let first = frame::text(&update);
     Frame {
         attached_at: (!attached.is_empty()).then_some(first.len()),
-        bytes: frame::texts(std::iter::once(update.as_str()).chain(attached.iter().map(String::as_str))),
+        bytes: frame::texts(
+            std::iter::once(update.as_str()).chain(attached.iter().map(String::as_str)),
+        ),
         version: Some((state.version, Rule::Advance)),
         messages: 1 + attached.len().min(254) as u8,
-        kind: if attached.is_empty() { Kind::State } else { Kind::Keep },
+        kind: if attached.is_empty() {
+            Kind::State
+        } else {
+            Kind::Keep
+        },
     }
 }
 
@@ -344,7 +349,12 @@ fn view_at(state: &Session, now: Timestamp) -> serde_json::Value {
     serde_json::to_value(domain::view(state, now)).unwrap_or_default()
 }
 
-fn envelope(kind: &str, state: &Session, now: Timestamp, view: &serde_json::Value) -> serde_json::Value {
+fn envelope(
+    kind: &str,
+    state: &Session,
+    now: Timestamp,
+    view: &serde_json::Value,
+) -> serde_json::Value {
     json!({
         "type": kind,
         "sessionId": state.session_id,

@@ -38,7 +38,9 @@ struct Shard {
 
 /// Runs one shard until the hub drops its sender.
 pub async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, ping_interval: Duration) {
-    let slices = SLICES.min(usize::try_from(ping_interval.as_millis() / 10).unwrap_or(SLICES)).max(1);
+    let slices = SLICES
+        .min(usize::try_from(ping_interval.as_millis() / 10).unwrap_or(SLICES))
+        .max(1);
     let mut shard = Shard {
         sessions: HashMap::new(),
         slices: vec![Vec::new(); slices],
@@ -108,7 +110,10 @@ fn deliver(conns: &[Arc<Conn>], frame: &Frame) {
     for conn in conns {
         match conn.send(frame) {
             Sent::Written(n) => messages += u64::from(n),
-            Sent::Queued { messages: n, replaced } => {
+            Sent::Queued {
+                messages: n,
+                replaced,
+            } => {
                 messages += u64::from(n);
                 coalesced += u64::from(replaced);
             }

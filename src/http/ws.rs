@@ -38,6 +38,12 @@ pub use crate::fanout::frame::MAX_MESSAGE_BYTES as MAX_FRAME_BYTES;
 /// How long a closing socket waits for its close frame to go out and the
 /// client's answer to come back.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The kernel's send buffer per socket (it doubles it for its bookkeeping).
+/// Without a bound, Linux grows it to 4 MiB for a client that stops
+/// reading: stale states piled up in the kernel instead of being coalesced,
+/// and 4 MiB of kernel memory per slow watcher. 256 KiB keeps a couple of
+/// the largest states in flight.
+const SEND_BUFFER: usize = 256 * 1024;
 
 /// WebSocket settings and the instance's connection accounting.
 pub struct WsLimits {
@@ -51,11 +57,7 @@ pub struct WsLimits {
 }
 
 impl WsLimits {
-    pub fn new(
-        max_connections: usize,
-        max_per_ip: usize,
-        max_per_session: usize,
-    ) -> Self {
+    pub fn new(max_connections: usize, max_per_ip: usize, max_per_session: usize) -> Self {
         Self {
             max_connections,
             max_per_ip,
@@ -138,8 +140,8 @@ pub async fn upgrade(
         })?;
     // Behind a trusted proxy every socket comes from the proxy's address:
     // count the client's instead.
-    let ip = client_ip(request.headers(), Some(peer.ip()), app.limits.trust_proxy)
-        .unwrap_or(peer.ip());
+    let ip =
+        client_ip(request.headers(), Some(peer.ip()), app.limits.trust_proxy).unwrap_or(peer.ip());
     let admitted = app.ws.admit(ip);
     let (hub, limits) = (app.hub.clone(), app.ws.clone());
     app.ws_tasks.spawn(async move {
@@ -167,6 +169,7 @@ pub async fn upgrade(
                 .increment(1);
             return refuse(stream, 1013, "too many connections for this session").await;
         }
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         let conn = hub.connection(session, stream);
         // Boxed: the set-up's futures are large and would otherwise stay in
         // every socket's task for its whole life.
@@ -198,7 +201,11 @@ fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, &'static str> {
     if !has(header::UPGRADE, "websocket") {
         return Err("`Upgrade` header did not include 'websocket'");
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
         return Err("WebSocket version not supported");
     }
     let key = headers
@@ -441,9 +448,15 @@ mod tests {
     #[test]
     fn the_accept_key_is_the_rfc_example() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         headers.insert(
             header::SEC_WEBSOCKET_KEY,
             HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),

@@ -42,6 +42,28 @@ impl WsClient {
         Self { stream }
     }
 
+    /// Connects to `/ws?sessionId=<session>` with a 4 KiB receive buffer:
+    /// as long as the test does not read, the server's writes back up after
+    /// the server's bounded send buffer (a watcher on a stalled phone).
+    pub async fn watch_stalled(base: &str, session: &str) -> Self {
+        let url = format!("{}/ws?sessionId={session}", base.replacen("http", "ws", 1));
+        let addr: std::net::SocketAddr = base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("http://<ip>:<port>");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let tcp = socket.connect(addr).await.expect("connect");
+        let (stream, _) = tokio::time::timeout(
+            WAIT,
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)),
+        )
+        .await
+        .expect("handshake within 10 s")
+        .expect("websocket handshake");
+        Self { stream }
+    }
+
     /// Connects with `Authorization: Bearer <token>` on the upgrade request,
     /// or returns the HTTP status the server refused the upgrade with.
     pub async fn try_connect(url: &str, token: Option<&str>) -> Result<Self, u16> {
@@ -127,6 +149,42 @@ impl WsClient {
                 Err(closed) => return (closed, seen),
             }
         }
+    }
+
+    /// Closes with `code` as a client does, and returns the close the server
+    /// answered with, or how the connection ended instead (a reset: 1006).
+    pub async fn close(&mut self, code: u16) -> Closed {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: "bye".into(),
+        };
+        self.stream
+            .close(Some(frame))
+            .await
+            .expect("close frame sent");
+        let answered = self
+            .next_or_close()
+            .await
+            .expect_err("no message after a close");
+        // After the close handshake the connection ends cleanly, without an error.
+        let after = tokio::time::timeout(WAIT, self.stream.next()).await;
+        match after {
+            Ok(None) => answered,
+            other => Closed {
+                code: 1006,
+                reason: format!("not a clean end after the close handshake: {other:?}"),
+            },
+        }
+    }
+
+    /// After a close from the server: whether the connection then ends
+    /// without an error (tungstenite answered the close; the server waited for it).
+    pub async fn ended_cleanly(&mut self) -> bool {
+        matches!(
+            tokio::time::timeout(WAIT, self.stream.next()).await,
+            Ok(None)
+        )
     }
 
     pub async fn send_json(&mut self, v: Value) {
