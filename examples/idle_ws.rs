@@ -5,7 +5,8 @@
 //!
 //! Connections come from 127.0.0.1, 127.0.0.2, … (20,000 per source address),
 //! since one source address has only ~28k ephemeral ports. Traffic stays on
-//! the loopback range.
+//! the loopback range. CONCURRENCY (default 256) handshakes run at once, so a
+//! server can be filled "32 at a time" or "200 at a time".
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -16,7 +17,6 @@ use tokio::net::TcpSocket;
 use tokio_tungstenite::client_async;
 
 const PER_SOURCE: usize = 20_000;
-const CONCURRENT_HANDSHAKES: usize = 256;
 
 #[tokio::main]
 async fn main() {
@@ -30,6 +30,11 @@ async fn main() {
     let hostport = base.trim_start_matches("ws://").to_owned();
     let target: SocketAddr = hostport.parse().expect("ws://<ip>:<port>");
     let url = format!("{base}/ws?sessionId={session}");
+    let concurrency: usize = std::env::var("CONCURRENCY")
+        .ok()
+        .map(|c| c.parse().expect("CONCURRENCY is a number"))
+        .unwrap_or(256)
+        .max(1);
 
     let mut open = Vec::with_capacity(count);
     let mut pending = FuturesUnordered::new();
@@ -39,11 +44,15 @@ async fn main() {
         let url = url.clone();
         pending.push(async move {
             let socket = TcpSocket::new_v4().ok()?;
-            socket.bind(SocketAddr::new(source.into(), 0)).ok()?;
+            // The first source is the default one; binding it would only slow
+            // connecting down (bind searches its own port for each socket).
+            if i >= PER_SOURCE {
+                socket.bind(SocketAddr::new(source.into(), 0)).ok()?;
+            }
             let stream = socket.connect(target).await.ok()?;
             client_async(url, stream).await.ok().map(|(ws, _)| ws)
         });
-        if pending.len() >= CONCURRENT_HANDSHAKES
+        if pending.len() >= concurrency
             && let Some(done) = pending.next().await
         {
             match done {
