@@ -191,7 +191,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub ws_ping_interval_ms: u64,
 
-    /// Frames queued per WebSocket client before it counts as too slow and is closed.
+    /// Messages that must arrive (TIMEOUT, SESSION_DELETED, replies) allowed
+    /// to wait for a WebSocket client that fell behind before it is closed
+    /// with 1013; its states coalesce instead (newest wins).
     #[arg(long, env = "WS_SEND_QUEUE", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub ws_send_queue: u64,

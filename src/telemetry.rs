@@ -92,7 +92,13 @@ fn describe() {
         ),
         (
             "synckairos_ws_slow_client_disconnects_total",
-            "clients closed for falling behind",
+            "clients closed for falling too far behind (1013)",
+            "",
+            &[],
+        ),
+        (
+            "synckairos_ws_coalesced_total",
+            "stale states a client that fell behind skipped",
             "",
             &[],
         ),

@@ -55,10 +55,11 @@ pub fn text(message: &str) -> Bytes {
 
 /// A close frame; the reason is cut to fit a control frame (125 bytes).
 pub fn close(code: u16, reason: &str) -> Bytes {
-    let mut reason = &reason[..reason.len().min(123)];
-    while !reason.is_empty() && std::str::from_utf8(reason.as_bytes()).is_err() {
-        reason = &reason[..reason.len() - 1];
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
     }
+    let reason = &reason[..end];
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(reason.as_bytes());

@@ -463,7 +463,7 @@ mod tests {
         );
         assert_eq!(
             accept_key(&headers).unwrap(),
-            "s3pPLMBiTxaQ9kYGzrHZxOo+xOo="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
         assert!(accept_key(&headers).is_err());
