@@ -12,13 +12,15 @@
 //! is too far behind even for coalescing and is closed with 1013.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::task::Poll;
 
 use bytes::{Buf, Bytes};
+use futures_util::task::AtomicWaker;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use super::frame::{self, Decoder, Inbound};
 use crate::domain::SessionId;
@@ -141,7 +143,9 @@ pub struct Conn {
     stream: TcpStream,
     out: Mutex<Out>,
     /// Wakes the socket's task: a backlog to write, or the socket is closing.
-    wake: Notify,
+    /// (A waker and a flag, not a `Notify`: the task's future stays small.)
+    waker: AtomicWaker,
+    woken: AtomicBool,
     /// Heartbeat pings since the client last sent anything.
     unanswered: AtomicU8,
     /// Frames that must arrive allowed to wait (`WS_SEND_QUEUE`).
@@ -191,7 +195,8 @@ impl Conn {
             session,
             stream,
             out: Mutex::default(),
-            wake: Notify::new(),
+            waker: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
             unanswered: AtomicU8::new(0),
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
         }
@@ -215,7 +220,7 @@ impl Conn {
         let sent = self.push(&mut out, admitted, frame.kind);
         if frame.kind == Kind::Last && sent != Sent::TooSlow {
             out.closing = Some(Closing::Server);
-            self.wake.notify_one();
+            self.wake();
         }
         sent
     }
@@ -272,7 +277,7 @@ impl Conn {
             head,
             queue: VecDeque::new(),
         }));
-        self.wake.notify_one();
+        self.wake();
         Sent::Queued {
             messages,
             replaced: false,
@@ -282,7 +287,7 @@ impl Conn {
     fn broken(&self, out: &mut Out) {
         out.backlog = None;
         out.closing = Some(Closing::Broken);
-        self.wake.notify_one();
+        self.wake();
     }
 
     /// Closes with `code`: what is already queued goes first, then the close frame.
@@ -295,7 +300,7 @@ impl Conn {
                 Kind::Keep,
             );
             out.closing.get_or_insert(Closing::Server);
-            self.wake.notify_one();
+            self.wake();
         }
     }
 
@@ -309,7 +314,7 @@ impl Conn {
                 .push_back((frame::close(code, reason), Kind::Keep));
         }
         out.closing = Some(Closing::Server);
-        self.wake.notify_one();
+        self.wake();
     }
 
     /// A heartbeat: closes with 1001 after two pings unanswered, else pings
@@ -364,17 +369,34 @@ impl Conn {
         self.out().backlog.is_some()
     }
 
-    /// Waits until someone queued a backlog or started a close.
-    pub async fn woken(&self) {
-        self.wake.notified().await;
+    fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
+    /// Waits until someone queued a backlog or started a close.
+    pub async fn woken(&self) {
+        poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            match self.woken.swap(false, Ordering::AcqRel) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        })
+        .await;
+    }
+
+    // Readiness is polled, not awaited through `TcpStream::readable`: the
+    // waker goes in the stream's own slot, which replaces (and frees) the
+    // one hyper's finished connection task left there, and the task's future
+    // holds no waiter node.
+
     pub async fn readable(&self) -> io::Result<()> {
-        self.stream.readable().await
+        poll_fn(|cx| self.stream.poll_read_ready(cx)).await
     }
 
     pub async fn writable(&self) -> io::Result<()> {
-        self.stream.writable().await
+        poll_fn(|cx| self.stream.poll_write_ready(cx)).await
     }
 
     /// Reads what the client sent so far; `Ok(false)` once it closed the
@@ -433,7 +455,7 @@ impl Conn {
                 out.closing = Some(Closing::Client);
             }
         }
-        self.wake.notify_one();
+        self.wake();
     }
 }
 

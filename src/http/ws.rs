@@ -18,6 +18,7 @@ use axum::extract::{ConnectInfo, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
@@ -144,7 +145,7 @@ pub async fn upgrade(
         client_ip(request.headers(), Some(peer.ip()), app.limits.trust_proxy).unwrap_or(peer.ip());
     let admitted = app.ws.admit(ip);
     let (hub, limits) = (app.hub.clone(), app.ws.clone());
-    app.ws_tasks.spawn(async move {
+    let task = async move {
         // Bytes the client sent right behind its request come along.
         let (stream, early) = match on_upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
             Ok(Ok(parts)) => (parts.io.into_inner(), parts.read_buf),
@@ -155,30 +156,36 @@ pub async fn upgrade(
         };
         let session = match session {
             Ok(session) => session,
-            Err(reason) => return refuse(stream, 1008, reason).await,
+            Err(reason) => return Box::pin(refuse(stream, 1008, reason)).await,
         };
         let slot = match admitted {
             Ok(slot) => slot,
             Err((label, reason)) => {
                 metrics::counter!("synckairos_ws_rejected_total", "reason" => label).increment(1);
-                return refuse(stream, 1013, reason).await;
+                return Box::pin(refuse(stream, 1013, reason)).await;
             }
         };
         if hub.watchers(session) >= limits.max_per_session {
             metrics::counter!("synckairos_ws_rejected_total", "reason" => "per_session")
                 .increment(1);
-            return refuse(stream, 1013, "too many connections for this session").await;
+            return Box::pin(refuse(
+                stream,
+                1013,
+                "too many connections for this session",
+            ))
+            .await;
         }
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         let conn = hub.connection(session, stream);
         // Boxed: the set-up's futures are large and would otherwise stay in
         // every socket's task for its whole life.
         if Box::pin(open(&hub, &conn, &limits)).await {
-            serve(&hub, &conn, expires, &early).await;
+            serve(&hub, &conn, expires, early).await;
         }
         drop(slot);
-        hub.leave(&conn).await;
-    });
+        Box::pin(hub.leave(&conn)).await;
+    };
+    app.ws_tasks.spawn(task);
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -273,14 +280,16 @@ async fn open(hub: &Arc<Hub>, conn: &Arc<Conn>, limits: &WsLimits) -> bool {
 
 /// Serves one socket until it is closed. `expires` (the token's `exp`)
 /// closes it with 4001 so a revoked-by-expiry client cannot keep watching.
-async fn serve(hub: &Arc<Hub>, conn: &Arc<Conn>, expires: Option<SystemTime>, early: &[u8]) {
+async fn serve(hub: &Arc<Hub>, conn: &Arc<Conn>, expires: Option<SystemTime>, early: Bytes) {
     let mut expiry = expires.map(|at| {
         let left = at.duration_since(SystemTime::now()).unwrap_or_default();
         Box::pin(tokio::time::sleep(left))
     });
     let mut decoder = Decoder::default();
     let mut inbound = Vec::new();
-    conn.received(&mut decoder, early, &mut inbound);
+    conn.received(&mut decoder, &early, &mut inbound);
+    // It may be a slice of hyper's 8 KiB read buffer: not kept for the socket's life.
+    drop(early);
     for message in inbound.drain(..) {
         handle(hub, conn, message);
     }
