@@ -463,3 +463,52 @@ impl Conn {
 fn valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// STATE_UPDATE of version 5 with its TIMEOUT, written together.
+    fn update_with_timeout() -> Frame {
+        let update = frame::text("update");
+        Frame {
+            attached_at: Some(update.len()),
+            bytes: frame::texts(["update", "timeout"]),
+            version: Some((5, Rule::Advance)),
+            messages: 2,
+            kind: Kind::Keep,
+        }
+    }
+
+    #[test]
+    fn a_timeout_reaches_a_client_that_already_has_its_version() {
+        let f = update_with_timeout();
+        let whole = f.admit(4).unwrap();
+        assert_eq!(
+            (whole.bytes.len(), whole.version, whole.messages),
+            (f.bytes.len(), 5, 2)
+        );
+        assert!(whole.supersedes, "a newer state replaces a waiting one");
+        // A STATE_SYNC of version 5 got there first: only the TIMEOUT goes.
+        let tail = f.admit(5).unwrap();
+        assert_eq!(&tail.bytes[..], &frame::text("timeout")[..]);
+        assert_eq!(
+            (tail.version, tail.messages, tail.supersedes),
+            (5, 1, false)
+        );
+        assert!(f.admit(6).is_none(), "never back");
+    }
+
+    #[test]
+    fn each_client_sees_versions_strictly_increasing() {
+        assert_eq!(Rule::Advance.admit(5, 4), Some(5));
+        assert_eq!(Rule::Advance.admit(5, 5), None, "no duplicate update");
+        assert_eq!(Rule::Advance.admit(4, 5), None, "never back");
+        assert_eq!(
+            Rule::Resync.admit(5, 5),
+            Some(5),
+            "a requested sync is sent again"
+        );
+        assert_eq!(Rule::Resync.admit(4, 5), None);
+    }
+}

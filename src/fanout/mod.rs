@@ -379,6 +379,3 @@ fn message_frame(message: &serde_json::Value, version: Option<(u64, Rule)>, kind
         kind,
     }
 }
-
-#[cfg(test)]
-mod tests;
