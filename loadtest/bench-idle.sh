@@ -47,7 +47,11 @@ for count in $COUNTS; do
         WS_MAX_CONNECTIONS=200000 WS_MAX_CONNECTIONS_PER_IP=200000 WS_MAX_CONNECTIONS_PER_SESSION=200000 \
         WS_PING_INTERVAL_MS=600000 "$BINARY" &
     server_pid=$!
-    until curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null; do sleep 0.05; done
+    until curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null; do
+        kill -0 "$server_pid" 2>/dev/null || { echo "the server exited (PORT=$PORT in use?)" >&2; exit 1; }
+        sleep 0.05
+    done
+    kill -0 "$server_pid" 2>/dev/null || { echo "the server exited (PORT=$PORT in use?)" >&2; exit 1; }
     session=$(cat /proc/sys/kernel/random/uuid)
     before=$(rss_kb "$server_pid")
     CONCURRENCY=$CONCURRENCY ./target/release/examples/idle_ws "ws://127.0.0.1:$PORT" "$session" "$count" 20 > /tmp/idle_ws.out &
