@@ -218,8 +218,8 @@ impl Conn {
         };
         out.version = admitted.version;
         let sent = self.push(&mut out, admitted, frame.kind);
-        if frame.kind == Kind::Last && sent != Sent::TooSlow {
-            out.closing = Some(Closing::Server);
+        if frame.kind == Kind::Last {
+            out.closing.get_or_insert(Closing::Server);
             self.wake();
         }
         sent
