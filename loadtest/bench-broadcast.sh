@@ -31,11 +31,12 @@
 #   from there, new ones per measurement), SK_ENV (extra VAR=value for SyncKairos).
 #
 # Mind the capacity: on loopback every delivered message costs CPU on both
-# sides (on the 2-core development VM about 13 µs in the server, mostly the
-# kernel's TCP path, and 7 µs in the client), so 10,000 watchers every 100 ms
-# need about two cores there: both the floor and SyncKairos then queue, and
-# the p99 measures the backlog (bimodal from run to run), not the fan-out.
-# INTERVAL_MS_10K=250 keeps that machine below saturation.
+# sides (on the 2-core development VM about 8 µs in the floor's process,
+# mostly the kernel's TCP path, and 7 µs in the client), so 10,000 watchers
+# every 100 ms take three quarters of that machine. Quiet, the floor's p99 is
+# then 65-150 ms; with anything else running (a compile) both the floor and
+# SyncKairos fall behind and the p99 measures the backlog (0.3-1.9 s, bimodal
+# from run to run), not the fan-out. INTERVAL_MS_10K=250 leaves headroom.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,6 +81,8 @@ stop_all() {
 }
 redis_pid=""
 trap 'stop_all; [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >/dev/null &
 redis_pid=$!
 until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
@@ -149,11 +152,16 @@ measure() {
         curl -sf -X POST "${bases[0]}/v1/sessions" -H 'content-type: application/json' -d '{"session_id":"'"$session"'","sync_mode":"per_participant","total_time_ms":86400000,"participants":[{"participant_id":"'"$p1"'","participant_index":0,"total_time_ms":86400000},{"participant_id":"'"$p2"'","participant_index":1,"total_time_ms":86400000}]}' >/dev/null
         curl -sf -X POST "${bases[0]}/v1/sessions/$session/start" >/dev/null
     fi
+    local servers=("${pids[@]}")
     cpu0=0
-    for pid in "${pids[@]}"; do cpu0=$(echo "$cpu0 $(cpu_s "$pid")" | awk '{ print $1 + $2 }'); done
-    out=$(INTERVAL_MS=$interval "$CLIENT" "$session" "$watchers" "$SWITCHES" "${bases[@]}" 2>"$dir/client.err" | tail -1)
+    for pid in "${servers[@]}"; do cpu0=$(echo "$cpu0 $(cpu_s "$pid")" | awk '{ print $1 + $2 }'); done
+    # In the background, so that a Ctrl-C or TERM stops the run at once.
+    INTERVAL_MS=$interval "$CLIENT" "$session" "$watchers" "$SWITCHES" "${bases[@]}" >"$dir/client.out" 2>"$dir/client.err" &
+    pids+=($!)
+    wait "$!" || true
+    out=$(tail -1 "$dir/client.out")
     cpu1=0
-    for pid in "${pids[@]}"; do cpu1=$(echo "$cpu1 $(cpu_s "$pid")" | awk '{ print $1 + $2 }'); done
+    for pid in "${servers[@]}"; do cpu1=$(echo "$cpu1 $(cpu_s "$pid")" | awk '{ print $1 + $2 }'); done
     stop_all
     field() { echo "$out" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
     local p99
