@@ -272,9 +272,10 @@ async fn a_flood_beyond_the_per_ip_limit_is_refused_while_admitted_clients_keep_
     again.next_of("STATE_SYNC").await;
 }
 
-/// A started session of 1,000 participants on a manual clock: its states
-/// are ~110 KB, so a client that does not read backs up after one or two.
-async fn large_session(queue: u64) -> (TestApp, String, Vec<String>) {
+/// A started session of 1,000 participants on a manual clock (its states
+/// are ~110 KB, so a client that does not read backs up after a few),
+/// watched by a client that reads and one that does not.
+async fn watched_large_session(queue: u64) -> (TestApp, String, WsClient, WsClient) {
     let mut config = test_config();
     config.ws_send_queue = queue;
     config.ws_ping_interval_ms = 600_000; // the stalled client must not be dropped for silence
@@ -283,10 +284,22 @@ async fn large_session(queue: u64) -> (TestApp, String, Vec<String>) {
     let mut body = session_body("per_participant", 1000, 5_000);
     body["action_on_timeout"] = json!({"type": "auto_action", "action": "fold"});
     let id = body["session_id"].as_str().unwrap().to_owned();
-    let ids = participant_ids(&body);
     app.create(&body).await;
     app.command(&id, "start").await;
-    (app, id, ids)
+    let mut reader = WsClient::watch(&app.base, &id).await;
+    let stalled = WsClient::watch_stalled(&app.base, &id).await;
+    reader.next_of("STATE_SYNC").await;
+    app.await_watchers(&id, 2).await;
+    (app, id, reader, stalled)
+}
+
+/// The participants of the TIMEOUTs among `messages`, in order.
+fn timeouts_in(messages: &[serde_json::Value]) -> Vec<&str> {
+    messages
+        .iter()
+        .filter(|m| m["type"] == "TIMEOUT")
+        .map(|m| m["participant_id"].as_str().unwrap())
+        .collect()
 }
 
 /// Switches `n` times; `reader` must get every update, in order.
@@ -315,11 +328,7 @@ async fn time_out(app: &TestApp, reader: &mut WsClient) -> String {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_gets_the_newest_state_and_every_timeout_in_order() {
-    let (app, id, _) = large_session(64).await;
-    let mut reader = WsClient::watch(&app.base, &id).await;
-    let mut stalled = WsClient::watch_stalled(&app.base, &id).await;
-    reader.next_of("STATE_SYNC").await;
-    app.await_watchers(&id, 2).await;
+    let (app, id, mut reader, mut stalled) = watched_large_session(64).await;
 
     // While it does not read, the others get everything at once, and it
     // stays connected.
@@ -346,12 +355,7 @@ async fn a_client_that_stops_reading_gets_the_newest_state_and_every_timeout_in_
     );
     let kinds: Vec<&str> = seen.iter().map(|m| m["type"].as_str().unwrap()).collect();
     assert_eq!(kinds.last(), Some(&"SESSION_DELETED"));
-    let timeouts: Vec<&str> = seen
-        .iter()
-        .filter(|m| m["type"] == "TIMEOUT")
-        .map(|m| m["participant_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(timeouts, flagged, "every TIMEOUT, in order");
+    assert_eq!(timeouts_in(&seen), flagged, "every TIMEOUT, in order");
     let mut version = 0;
     for m in &seen {
         match m["type"].as_str() {
@@ -376,11 +380,7 @@ async fn a_client_that_stops_reading_gets_the_newest_state_and_every_timeout_in_
 #[tokio::test]
 async fn a_client_too_far_behind_even_for_coalescing_is_closed_with_1013() {
     // Two frames that must arrive may wait; the third closes the socket.
-    let (app, id, _) = large_session(2).await;
-    let mut reader = WsClient::watch(&app.base, &id).await;
-    let mut stalled = WsClient::watch_stalled(&app.base, &id).await;
-    reader.next_of("STATE_SYNC").await;
-    app.await_watchers(&id, 2).await;
+    let (app, id, mut reader, mut stalled) = watched_large_session(2).await;
 
     switch(&app, &id, &mut reader, 10).await;
     let mut flagged = Vec::new();
@@ -395,11 +395,7 @@ async fn a_client_too_far_behind_even_for_coalescing_is_closed_with_1013() {
         (closed.code, closed.reason.as_str()),
         (1013, "too slow: too far behind")
     );
-    let timeouts: Vec<&str> = seen
-        .iter()
-        .filter(|m| m["type"] == "TIMEOUT")
-        .map(|m| m["participant_id"].as_str().unwrap())
-        .collect();
+    let timeouts = timeouts_in(&seen);
     assert_eq!(
         timeouts,
         &flagged[..timeouts.len()],
