@@ -31,9 +31,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
+// The server's own encoder: the same bytes on the wire, no second copy of RFC 6455.
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
+use synckairos::fanout::frame;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -125,7 +127,7 @@ async fn shard(mut cmds: mpsc::UnboundedReceiver<Cmd>) {
                         r#"{{"type":"CONNECTED","sessionId":"{session}","timestamp":{}}}"#,
                         now_ms()
                     );
-                    if sock.send_or_drop(&frame(0x1, connected.as_bytes())) {
+                    if sock.send_or_drop(&frame::text(&connected)) {
                         sessions.entry(session).or_default().push(sock);
                     }
                 }
@@ -163,25 +165,6 @@ fn forget(sessions: &mut HashMap<Session, Vec<Sock>>, session: &str, id: u64) ->
     Some(sock)
 }
 
-/// A server frame (FIN, unmasked).
-fn frame(opcode: u8, payload: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(payload.len() + 10);
-    out.put_u8(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.put_u8(n as u8),
-        n if n < 65_536 => {
-            out.put_u8(126);
-            out.put_u16(n as u16);
-        }
-        n => {
-            out.put_u8(127);
-            out.put_u64(n as u64);
-        }
-    }
-    out.put_slice(payload);
-    out.freeze()
-}
-
 struct Floor {
     shards: Vec<mpsc::UnboundedSender<Cmd>>,
     next_id: AtomicU64,
@@ -191,8 +174,8 @@ struct Floor {
 }
 
 impl Floor {
-    fn broadcast(&self, session: &str, text: &[u8]) {
-        let (session, frame): (Session, _) = (session.into(), frame(0x1, text));
+    fn broadcast(&self, session: &str, text: &str) {
+        let (session, frame): (Session, _) = (session.into(), frame::text(text));
         for shard in &self.shards {
             let _ = shard.send(Cmd::Broadcast(session.clone(), frame.clone()));
         }
@@ -369,7 +352,7 @@ async fn serve(floor: Arc<Floor>, mut stream: TcpStream) {
                             eprintln!("spublish: {e}");
                         }
                     }
-                    None => floor.broadcast(session, message.as_bytes()),
+                    None => floor.broadcast(session, &message),
                 }
                 ("200 OK", format!(r#"{{"data":{{"version":{version}}}}}"#))
             }
@@ -491,8 +474,8 @@ async fn main() {
                             .channel
                             .trim_start_matches("floor:{")
                             .trim_end_matches('}');
-                        if let Some(text) = m.value.as_bytes() {
-                            floor.broadcast(session, text);
+                        if let Some(text) = m.value.as_str() {
+                            floor.broadcast(session, &text);
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

@@ -346,32 +346,16 @@ async fn open(
     if let Some(source) = source {
         // The port is picked at connect (per destination), not by bind: with
         // thousands of sockets bind's own search is slow.
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt on our socket with an int option.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
+        set_int_option(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+        );
         socket.bind(SocketAddr::new(source, 0)).ok()?;
     }
     let mut stream = socket.connect(target).await.ok()?;
     stream.set_nodelay(true).ok()?;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt on our socket with an int option.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
+    let rc = set_int_option(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS);
     if rc != 0 {
         return None;
     }
@@ -528,4 +512,19 @@ async fn main() {
             String::new()
         },
     );
+}
+
+/// Turns on an int socket option; returns setsockopt's result.
+fn set_int_option(fd: libc::c_int, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with an int option.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    }
 }

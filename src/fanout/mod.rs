@@ -30,10 +30,15 @@ use crate::domain::{self, Session, SessionId, Timestamp};
 use crate::engine::{Engine, TimeoutNotice, Update};
 use crate::store::{FeedEvent, StoreError};
 
-/// A session's local sockets: how many, and how many in each shard.
+/// A session's local sockets: how many in each shard.
 struct Local {
-    watchers: usize,
     per_shard: Vec<u32>,
+}
+
+impl Local {
+    fn watchers(&self) -> usize {
+        self.per_shard.iter().map(|n| *n as usize).sum()
+    }
 }
 
 /// Local subscribers by session.
@@ -82,7 +87,7 @@ impl Hub {
 
     /// Local sockets watching `session`.
     pub fn watchers(&self, session: SessionId) -> usize {
-        self.sessions().get(&session).map_or(0, |l| l.watchers)
+        self.sessions().get(&session).map_or(0, Local::watchers)
     }
 
     fn shard_of(&self, conn: &Conn) -> usize {
@@ -110,13 +115,11 @@ impl Hub {
         let first = {
             let mut sessions = self.sessions();
             let local = sessions.entry(session).or_insert_with(|| Local {
-                watchers: 0,
                 per_shard: vec![0; self.shards.len()],
             });
-            local.watchers += 1;
             local.per_shard[shard] += 1;
             self.job(shard, Job::Join(conn.clone()));
-            local.watchers == 1
+            local.watchers() == 1
         };
         if first && let Err(e) = self.engine.store().subscribe(session).await {
             self.forget(conn, shard);
@@ -141,10 +144,9 @@ impl Hub {
         let Some(local) = sessions.get_mut(&conn.session) else {
             return false;
         };
-        local.watchers -= 1;
         local.per_shard[shard] -= 1;
         self.job(shard, Job::Leave(conn.clone()));
-        let last = local.watchers == 0;
+        let last = local.watchers() == 0;
         if last {
             sessions.remove(&conn.session);
         }
@@ -234,7 +236,7 @@ impl Hub {
     }
 
     /// Hands `frame` to the shards that hold sockets of `session`.
-    pub fn deliver(&self, session: SessionId, frame: Frame) {
+    fn deliver(&self, session: SessionId, frame: Frame) {
         let frame = Arc::new(frame);
         let sessions = self.sessions();
         let Some(local) = sessions.get(&session) else {
@@ -296,11 +298,13 @@ const RESYNC_RETRY: Duration = Duration::from_millis(200);
 /// SESSION_DELETED, then close 1000: must arrive, and ends the socket.
 fn deleted_frame(session: SessionId, now: Timestamp) -> Frame {
     let message = json!({"type": "SESSION_DELETED", "sessionId": session, "timestamp": now.ms()});
-    let text = message.to_string();
-    let mut bytes = bytes::BytesMut::from(&frame::text(&text)[..]);
-    bytes.extend_from_slice(&frame::close(1000, "session deleted"));
+    let bytes = [
+        frame::text(&message.to_string()),
+        frame::close(1000, "session deleted"),
+    ]
+    .concat();
     Frame {
-        bytes: bytes.freeze(),
+        bytes: bytes.into(),
         version: None,
         attached_at: None,
         messages: 1,
